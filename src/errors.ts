@@ -1,0 +1,53 @@
+/**
+ * Every error the library raises carries a stable `code`, so callers can branch
+ * on it without parsing messages.
+ */
+export type ErrorCode =
+  /** An access fell outside guest memory. */
+  | "ERR_GUEST_MEMORY"
+  /** A ring is corrupt beyond one chain: the device needs a reset (virtio 1.3 §2.1.2). */
+  | "ERR_VIRTQUEUE_BROKEN"
+  /** The embedder gave the device an invalid configuration. */
+  | "ERR_INVALID_CONFIG"
+  /** The embedder called the device API in a way its state does not allow. */
+  | "ERR_INVALID_STATE"
+  /** An audio backend cannot open or keep a voice. */
+  | "ERR_BACKEND"
+  /** An audio backend does not support the requested parameters. */
+  | "ERR_BACKEND_NOT_SUPPORTED";
+
+export class VirtioSndError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "VirtioSndError";
+    this.code = code;
+  }
+}
+
+export class GuestMemoryError extends VirtioSndError {
+  readonly addr: number;
+  readonly length: number;
+
+  constructor(addr: number, length: number) {
+    super("ERR_GUEST_MEMORY", `guest memory access outside memory: ${length} bytes at 0x${addr.toString(16)}`);
+    this.name = "GuestMemoryError";
+    this.addr = addr;
+    this.length = length;
+  }
+}
+
+export class VirtqueueBrokenError extends VirtioSndError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("ERR_VIRTQUEUE_BROKEN", message, options);
+    this.name = "VirtqueueBrokenError";
+  }
+}
+
+export class BackendError extends VirtioSndError {
+  constructor(message: string, options?: { cause?: unknown; notSupported?: boolean }) {
+    super(options?.notSupported ? "ERR_BACKEND_NOT_SUPPORTED" : "ERR_BACKEND", message, options);
+    this.name = "BackendError";
+  }
+}

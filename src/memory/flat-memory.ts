@@ -1,0 +1,80 @@
+import { GuestMemoryError } from "../errors.js";
+import { type GuestMemory, dataViewU64, isSafeUint, setDataViewU64 } from "./guest-memory.js";
+
+/**
+ * Guest memory that is one host buffer, mapped at guest-physical `base`
+ * (an emulator's RAM array, or a SharedArrayBuffer shared with a worker).
+ */
+export class FlatMemory implements GuestMemory {
+  readonly base: number;
+  readonly size: number;
+  readonly bytes: Uint8Array;
+  private readonly dv: DataView;
+
+  constructor(buffer: ArrayBufferLike | Uint8Array, base = 0) {
+    this.bytes = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer);
+    this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
+    this.base = base;
+    this.size = this.bytes.byteLength;
+  }
+
+  contains(addr: number, length: number): boolean {
+    // Written so that non-numbers, NaN, fractions and huge values all fail.
+    return (
+      isSafeUint(addr) && isSafeUint(length) && addr >= this.base && addr - this.base + length <= this.size
+    );
+  }
+
+  private offset(addr: number, length: number): number {
+    if (!this.contains(addr, length)) throw new GuestMemoryError(addr, length);
+    return addr - this.base;
+  }
+
+  read(addr: number, dest: Uint8Array, destOffset: number, length: number): void {
+    const off = this.offset(addr, length);
+    if (destOffset < 0 || destOffset + length > dest.length) throw new RangeError("destination too small");
+    dest.set(this.bytes.subarray(off, off + length), destOffset);
+  }
+
+  write(addr: number, src: Uint8Array, srcOffset: number, length: number): void {
+    const off = this.offset(addr, length);
+    if (srcOffset < 0 || srcOffset + length > src.length) throw new RangeError("source too small");
+    this.bytes.set(src.subarray(srcOffset, srcOffset + length), off);
+  }
+
+  fill(addr: number, length: number, value: number): void {
+    const off = this.offset(addr, length);
+    this.bytes.fill(value, off, off + length);
+  }
+
+  readU8(addr: number): number {
+    return this.bytes[this.offset(addr, 1)]!;
+  }
+  readU16(addr: number): number {
+    return this.dv.getUint16(this.offset(addr, 2), true);
+  }
+  readU32(addr: number): number {
+    return this.dv.getUint32(this.offset(addr, 4), true);
+  }
+  readU64(addr: number): number {
+    return dataViewU64(this.dv, this.offset(addr, 8));
+  }
+  writeU8(addr: number, value: number): void {
+    this.bytes[this.offset(addr, 1)] = value;
+  }
+  writeU16(addr: number, value: number): void {
+    this.dv.setUint16(this.offset(addr, 2), value, true);
+  }
+  writeU32(addr: number, value: number): void {
+    this.dv.setUint32(this.offset(addr, 4), value, true);
+  }
+  writeU64(addr: number, value: number): void {
+    setDataViewU64(this.dv, this.offset(addr, 8), value);
+  }
+
+  view(addr: number, length: number): Uint8Array | null {
+    if (!this.contains(addr, length)) return null;
+    const off = addr - this.base;
+    return this.bytes.subarray(off, off + length);
+  }
+}
