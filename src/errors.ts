@@ -31,7 +31,10 @@ export class GuestMemoryError extends VirtioSndError {
   readonly length: number;
 
   constructor(addr: number, length: number) {
-    super("ERR_GUEST_MEMORY", `guest memory access outside memory: ${length} bytes at 0x${addr.toString(16)}`);
+    super(
+      "ERR_GUEST_MEMORY",
+      `guest memory access outside memory: ${length} bytes at 0x${addr.toString(16)}`,
+    );
     this.name = "GuestMemoryError";
     this.addr = addr;
     this.length = length;

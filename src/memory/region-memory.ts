@@ -35,7 +35,10 @@ export class RegionMemory implements GuestMemory {
     const start = region.guestAddr;
     const end = start + region.bytes.byteLength;
     if (!isSafeUint(start) || !isSafeUint(end)) {
-      throw new VirtioSndError("ERR_INVALID_CONFIG", `memory region at ${start} is outside the address space`);
+      throw new VirtioSndError(
+        "ERR_INVALID_CONFIG",
+        `memory region at ${start} is outside the address space`,
+      );
     }
     for (const r of this.regions) {
       if (start < r.end && r.start < end) {

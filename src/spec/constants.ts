@@ -165,7 +165,7 @@ export const PCM_FORMAT_INFO: readonly { readonly bits: number; readonly physica
   { bits: 32, physicalBits: 32 }, // IEC958_SUBFRAME
 ];
 
-/** §5.14.6.8 channel positions. */
+/** §5.14.6.9.1 channel positions. */
 export const VIRTIO_SND_CHMAP_NONE = 0;
 export const VIRTIO_SND_CHMAP_NA = 1;
 export const VIRTIO_SND_CHMAP_MONO = 2;
@@ -205,7 +205,7 @@ export const VIRTIO_SND_CHMAP_BLC = 35;
 export const VIRTIO_SND_CHMAP_BRC = 36;
 export const VIRTIO_SND_CHMAP_MAX_SIZE = 18;
 
-/** §5.14.6.9 control element roles, types, access rights and event masks. */
+/** §5.14.6.10 control element roles, types, access rights and event masks. */
 export const VIRTIO_SND_CTL_ROLE_UNDEFINED = 0;
 export const VIRTIO_SND_CTL_ROLE_VOLUME = 1;
 export const VIRTIO_SND_CTL_ROLE_MUTE = 2;
@@ -230,5 +230,5 @@ export const VIRTIO_SND_CTL_EVT_MASK_VALUE = 0;
 export const VIRTIO_SND_CTL_EVT_MASK_INFO = 1;
 export const VIRTIO_SND_CTL_EVT_MASK_TLV = 2;
 
-/** Largest `count` per control type (§5.14.6.9.1 device requirements). */
+/** Largest `count` per control type (§5.14.6.10.1.1 device requirements). */
 export const VIRTIO_SND_CTL_MAX_COUNT: readonly number[] = [128, 128, 64, 128, 512, 1];

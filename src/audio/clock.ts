@@ -1,0 +1,192 @@
+/**
+ * Time for voices and streams, in nanoseconds since an arbitrary origin.
+ * Voices schedule absolute deadlines (frame n is due at start + n / rate), so
+ * no error accumulates however long a stream runs.
+ */
+export interface Clock {
+  now(): number;
+  /** Fires `timer` at absolute time `at` (or as soon as possible after). Re-arming moves it. */
+  arm(timer: ClockTimer, at: number): void;
+  disarm(timer: ClockTimer): void;
+}
+
+/**
+ * A reusable timer: a voice owns one and re-arms it every period, so the hot
+ * path allocates no timer objects.
+ */
+export class ClockTimer {
+  /** Absolute deadline, ns. */
+  at = 0;
+  armed = false;
+  /** Position in a VirtualClock's heap; -1 when not in one. */
+  heapIndex = -1;
+  /** Arming order in a VirtualClock: breaks ties between equal deadlines. */
+  seq = 0;
+  /** Host handle of a RealTimeClock. */
+  handle: unknown = undefined;
+
+  constructor(readonly fire: () => void) {}
+}
+
+export const NS_PER_SECOND = 1_000_000_000;
+
+/** Nanoseconds that `frames` frames last at `rate` Hz, rounded to the nearest ns. */
+export function framesToNs(frames: number, rate: number): number {
+  return Math.round((frames * NS_PER_SECOND) / rate);
+}
+
+/**
+ * A clock that only moves when told to: tests and replays run as fast as the
+ * CPU allows and give the same result every time.
+ */
+export class VirtualClock implements Clock {
+  private time: number;
+  private readonly heap: ClockTimer[] = [];
+  /** Arming order breaks ties, so timers due at the same instant fire first-armed first. */
+  private seq = 0;
+
+  constructor(start = 0) {
+    this.time = start;
+  }
+
+  now(): number {
+    return this.time;
+  }
+
+  arm(timer: ClockTimer, at: number): void {
+    if (timer.armed) this.remove(timer);
+    timer.at = at;
+    timer.armed = true;
+    timer.seq = this.seq++;
+    timer.heapIndex = this.heap.length;
+    this.heap.push(timer);
+    this.up(timer.heapIndex);
+  }
+
+  disarm(timer: ClockTimer): void {
+    if (timer.armed) this.remove(timer);
+  }
+
+  /** The earliest armed deadline, or undefined. */
+  nextDeadline(): number | undefined {
+    return this.heap[0]?.at;
+  }
+
+  /** Moves time forward to `target`, firing every timer due on the way, in deadline order. */
+  advanceTo(target: number): void {
+    for (;;) {
+      const first = this.heap[0];
+      if (first === undefined || first.at > target) break;
+      this.remove(first);
+      if (first.at > this.time) this.time = first.at;
+      first.fire();
+    }
+    if (target > this.time) this.time = target;
+  }
+
+  advance(ns: number): void {
+    this.advanceTo(this.time + ns);
+  }
+
+  /**
+   * Fires timers one deadline at a time until `until` returns true or no timer
+   * is armed; returns whether `until` was satisfied. `maxFires` bounds the run.
+   */
+  runUntil(until: () => boolean, maxFires = 1_000_000): boolean {
+    for (let i = 0; i < maxFires; i++) {
+      if (until()) return true;
+      const next = this.heap[0];
+      if (next === undefined) return until();
+      this.advanceTo(next.at);
+    }
+    return until();
+  }
+
+  get pendingTimers(): number {
+    return this.heap.length;
+  }
+
+  private less(a: ClockTimer, b: ClockTimer): boolean {
+    return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+  }
+
+  private remove(timer: ClockTimer): void {
+    const i = timer.heapIndex;
+    const last = this.heap.pop()!;
+    timer.armed = false;
+    timer.heapIndex = -1;
+    if (last !== timer) {
+      this.heap[i] = last;
+      last.heapIndex = i;
+      this.up(i);
+      this.down(last.heapIndex);
+    }
+  }
+
+  private up(i: number): void {
+    const h = this.heap;
+    const t = h[i]!;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      const parent = h[p]!;
+      if (!this.less(t, parent)) break;
+      h[i] = parent;
+      parent.heapIndex = i;
+      i = p;
+    }
+    h[i] = t;
+    t.heapIndex = i;
+  }
+
+  private down(i: number): void {
+    const h = this.heap;
+    const n = h.length;
+    const t = h[i]!;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && this.less(h[r]!, h[l]!) ? r : l;
+      const child = h[c]!;
+      if (!this.less(child, t)) break;
+      h[i] = child;
+      child.heapIndex = i;
+      i = c;
+    }
+    h[i] = t;
+    t.heapIndex = i;
+  }
+}
+
+/**
+ * The host's monotonic clock (performance.now, available in Node and browsers)
+ * with setTimeout for deadlines. Timers fire late by the event loop's jitter,
+ * never early; voices catch up by deadline, so lateness never accumulates.
+ */
+export class RealTimeClock implements Clock {
+  private readonly origin = performance.now();
+
+  now(): number {
+    return Math.round((performance.now() - this.origin) * 1_000_000);
+  }
+
+  arm(timer: ClockTimer, at: number): void {
+    this.disarm(timer);
+    timer.at = at;
+    timer.armed = true;
+    const delayMs = Math.max(0, (at - this.now()) / 1_000_000);
+    timer.handle = setTimeout(() => {
+      timer.armed = false;
+      timer.handle = undefined;
+      // setTimeout may fire a fraction of a millisecond early on some hosts.
+      if (this.now() < timer.at) this.arm(timer, timer.at);
+      else timer.fire();
+    }, delayMs);
+  }
+
+  disarm(timer: ClockTimer): void {
+    if (timer.handle !== undefined) clearTimeout(timer.handle as ReturnType<typeof setTimeout>);
+    timer.handle = undefined;
+    timer.armed = false;
+  }
+}

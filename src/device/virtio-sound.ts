@@ -1,0 +1,362 @@
+import type { AudioBackend } from "../audio/backend.js";
+import type { Clock } from "../audio/clock.js";
+import { VirtioSndError, VirtqueueBrokenError } from "../errors.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import {
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_ID_SOUND,
+  VIRTIO_SND_D_OUTPUT,
+  VIRTIO_SND_EVT_JACK_CONNECTED,
+  VIRTIO_SND_EVT_JACK_DISCONNECTED,
+  VIRTIO_SND_S_IO_ERR,
+  VIRTIO_SND_VQ_CONTROL,
+  VIRTIO_SND_VQ_EVENT,
+  VIRTIO_SND_VQ_MAX,
+  VIRTIO_SND_VQ_RX,
+  VIRTIO_SND_VQ_TX,
+} from "../spec/constants.js";
+import { VIRTIO_SND_CONFIG_SIZE, VIRTIO_SND_PCM_XFER_SIZE, encodeSndConfig } from "../spec/structs.js";
+import {
+  PcmStream,
+  StatusScratch,
+  type StreamEvent,
+  type StreamHost,
+  completeWithStatus,
+} from "../stream/pcm-stream.js";
+import { type Chain, readFromChain } from "../virtqueue/chain.js";
+import { PackedQueue } from "../virtqueue/packed-ring.js";
+import { SplitQueue } from "../virtqueue/split-ring.js";
+import type { DeviceQueue, QueueLayout } from "../virtqueue/virtqueue.js";
+import {
+  type ChmapInfo,
+  DEFAULT_CONFIG,
+  type JackState,
+  type SoundConfig,
+  type StreamInfo,
+  chmapInfo,
+  jackState,
+  streamInfo,
+} from "./config.js";
+import { ControlHandler } from "./control.js";
+import { EventQueue } from "./event-queue.js";
+
+export interface VirtioSoundOptions {
+  /** The guest's memory. A RegionMemory may be changed in place (vhost-user memory tables). */
+  readonly memory: GuestMemory;
+  readonly backend: AudioBackend;
+  readonly clock: Clock;
+  /** Streams, jacks and channel maps; DEFAULT_CONFIG when absent. */
+  readonly config?: SoundConfig;
+  /** Raise the used-buffer interrupt of queue `index` (the transport's job). */
+  readonly interrupt: (index: number) => void;
+  /**
+   * The device entered an error state the driver must reset it from (a ring
+   * it cannot use): the transport sets DEVICE_NEEDS_RESET and raises a
+   * configuration change interrupt (virtio 1.3 §2.1.2).
+   */
+  readonly onNeedsReset?: (error: Error) => void;
+  /** Stream state changes, xruns and backend errors. */
+  readonly onStreamEvent?: (event: StreamEvent) => void;
+  /** Offer VIRTIO_F_RING_PACKED (default true). */
+  readonly packed?: boolean;
+}
+
+const bit = (n: number): bigint => 1n << BigInt(n);
+
+/**
+ * The virtio sound device (virtio 1.3 §5.14), transport-independent: an
+ * emulator (or the vhost-user back-end) feeds it feature negotiation, queue
+ * addresses and notifications, and it calls back to raise interrupts.
+ *
+ * Nothing the guest writes can make a method of this class throw: malformed
+ * requests get the spec's status, unusable rings put the device into the
+ * needs-reset state.
+ */
+export class VirtioSound {
+  readonly deviceId = VIRTIO_ID_SOUND;
+  readonly deviceFeatures: bigint;
+  readonly configSize = VIRTIO_SND_CONFIG_SIZE;
+  readonly streams: readonly PcmStream[];
+  readonly streamInfos: readonly StreamInfo[];
+  readonly jacks: readonly JackState[];
+  readonly chmaps: readonly ChmapInfo[];
+
+  private driverFeatures = 0n;
+  private featuresAccepted = false;
+  private readonly queues: (DeviceQueue | null)[] = new Array<DeviceQueue | null>(VIRTIO_SND_VQ_MAX).fill(
+    null,
+  );
+  private readonly dirty: boolean[] = new Array<boolean>(VIRTIO_SND_VQ_MAX).fill(false);
+  private events: EventQueue | null = null;
+  private readonly control: ControlHandler;
+  private readonly host: StreamHost;
+  private readonly xfer = new Uint8Array(VIRTIO_SND_PCM_XFER_SIZE);
+  private readonly xferView = new DataView(this.xfer.buffer);
+  private readonly scratch = new StatusScratch();
+  private broken: Error | null = null;
+  private readonly memory: GuestMemory;
+
+  constructor(private readonly options: VirtioSoundOptions) {
+    this.memory = options.memory;
+    const config = options.config ?? DEFAULT_CONFIG;
+    this.streamInfos = (config.streams ?? []).map(streamInfo);
+    this.jacks = (config.jacks ?? []).map(jackState);
+    this.chmaps = (config.chmaps ?? []).map(chmapInfo);
+    let features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX);
+    if (options.packed !== false) features |= bit(VIRTIO_F_RING_PACKED);
+    this.deviceFeatures = features;
+
+    const self = this;
+    this.host = {
+      get memory() {
+        return self.memory;
+      },
+      backend: options.backend,
+      now: () => options.clock.now(),
+      ioQueue: (direction) =>
+        this.queues[direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX]!,
+      markUsed: (queue) => this.markUsed(queue),
+      flush: () => this.flush(),
+      postEvent: (code, data) => this.postEvent(code, data),
+      emit: (event) => this.options.onStreamEvent?.(event),
+      poll: (direction) => {
+        if (this.broken === null)
+          this.processIo(direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX);
+      },
+      fatal: (error) => this.fatal(error),
+    };
+    this.streams = this.streamInfos.map((info, i) => new PcmStream(i, info.direction, this.host));
+    this.control = new ControlHandler({
+      memory: this.memory,
+      streamInfos: this.streamInfos,
+      streams: this.streams,
+      jacks: this.jacks,
+      chmaps: this.chmaps,
+      jackChanged: () => undefined,
+    });
+  }
+
+  // ---- configuration space (§5.14.4) ---------------------------------------------
+
+  /** The configuration space: jacks, streams, chmaps, controls (driver-read-only). */
+  readConfig(offset: number, length: number): Uint8Array {
+    const cfg = new Uint8Array(VIRTIO_SND_CONFIG_SIZE);
+    encodeSndConfig(new DataView(cfg.buffer), 0, {
+      jacks: this.jacks.length,
+      streams: this.streams.length,
+      chmaps: this.chmaps.length,
+      controls: 0,
+    });
+    const out = new Uint8Array(Math.max(0, length));
+    for (let i = 0; i < out.length; i++) out[i] = cfg[offset + i] ?? 0;
+    return out;
+  }
+
+  /** The configuration space is read-only for the driver; writes are ignored. */
+  writeConfig(_offset: number, _data: Uint8Array): void {}
+
+  // ---- feature negotiation (§2.2) -------------------------------------------------
+
+  /**
+   * The driver's feature selection. Returns false (FEATURES_OK must not be
+   * set) when it names features the device did not offer or lacks VERSION_1.
+   */
+  setDriverFeatures(features: bigint): boolean {
+    if ((features & ~this.deviceFeatures) !== 0n || (features & bit(VIRTIO_F_VERSION_1)) === 0n) {
+      this.featuresAccepted = false;
+      return false;
+    }
+    this.driverFeatures = features;
+    this.featuresAccepted = true;
+    return true;
+  }
+
+  get negotiatedFeatures(): bigint {
+    return this.driverFeatures;
+  }
+
+  // ---- queues -----------------------------------------------------------------------
+
+  /**
+   * Queue `index` was enabled by the driver with this layout. Ring addresses
+   * come from the guest: an unusable ring puts the device into needs-reset
+   * rather than throwing.
+   */
+  setupQueue(index: number, layout: QueueLayout, base?: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= VIRTIO_SND_VQ_MAX) {
+      throw new VirtioSndError("ERR_INVALID_STATE", `virtio-snd has queues 0 to 3, not ${index}`);
+    }
+    if (!this.featuresAccepted) {
+      throw new VirtioSndError("ERR_INVALID_STATE", "queues are set up after feature negotiation");
+    }
+    const features = {
+      indirect: (this.driverFeatures & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
+      eventIdx: (this.driverFeatures & bit(VIRTIO_F_EVENT_IDX)) !== 0n,
+    };
+    try {
+      const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
+      const queue = packed
+        ? new PackedQueue(this.memory, layout, features)
+        : new SplitQueue(this.memory, layout, features);
+      if (base !== undefined) queue.setBase(base);
+      queue.enableNotifications(true);
+      this.queues[index] = queue;
+      if (index === VIRTIO_SND_VQ_EVENT) {
+        this.events = new EventQueue(
+          queue,
+          () => this.memory,
+          (q) => this.markUsed(q),
+        );
+      }
+    } catch (err) {
+      this.fatal(err);
+    }
+  }
+
+  /** Stops queue `index` and returns its ring position (vhost-user GET_VRING_BASE). */
+  stopQueue(index: number): number {
+    const queue = this.queues[index];
+    if (queue === null || queue === undefined) return 0;
+    const base = queue.getBase();
+    this.queues[index] = null;
+    if (index === VIRTIO_SND_VQ_EVENT) this.events = null;
+    return base;
+  }
+
+  queue(index: number): DeviceQueue | null {
+    return this.queues[index] ?? null;
+  }
+
+  /** The driver notified queue `index` (a "kick"). */
+  notify(index: number): void {
+    if (this.broken !== null) return;
+    try {
+      switch (index) {
+        case VIRTIO_SND_VQ_CONTROL:
+          this.processControl();
+          break;
+        case VIRTIO_SND_VQ_EVENT:
+          this.events?.collect();
+          break;
+        case VIRTIO_SND_VQ_TX:
+        case VIRTIO_SND_VQ_RX:
+          this.processIo(index);
+          break;
+        default:
+          return;
+      }
+      this.flush();
+    } catch (err) {
+      this.fatal(err);
+    }
+  }
+
+  /** Device reset (§2.4): every stream stops and forgets, queues are dropped. */
+  reset(): void {
+    for (const s of this.streams) s.reset();
+    this.queues.fill(null);
+    this.dirty.fill(false);
+    this.events = null;
+    this.driverFeatures = 0n;
+    this.featuresAccepted = false;
+    this.broken = null;
+  }
+
+  get needsReset(): boolean {
+    return this.broken !== null;
+  }
+
+  // ---- jacks (§5.14.6.4.3) ----------------------------------------------------------
+
+  /** Plugs or unplugs jack `jackId`, notifying the driver. */
+  setJackConnected(jackId: number, connected: boolean): void {
+    const jack = this.jacks[jackId];
+    if (jack === undefined) throw new VirtioSndError("ERR_INVALID_STATE", `no jack ${jackId}`);
+    if (jack.connected === connected) return;
+    jack.connected = connected;
+    this.postEvent(connected ? VIRTIO_SND_EVT_JACK_CONNECTED : VIRTIO_SND_EVT_JACK_DISCONNECTED, jackId);
+    this.flush();
+  }
+
+  // ---- internals -----------------------------------------------------------------------
+
+  private processControl(): void {
+    const queue = this.queues[VIRTIO_SND_VQ_CONTROL];
+    if (queue === null || queue === undefined) return;
+    for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
+      const written = chain.fault !== 0 ? 0 : this.control.handle(chain);
+      queue.push(chain, written);
+      this.markUsed(queue);
+      // A RELEASE may have completed I/O messages: their interrupts go out before the answer's.
+      this.flush();
+    }
+  }
+
+  private processIo(index: number): void {
+    const queue = this.queues[index];
+    if (queue === null || queue === undefined) return;
+    const isTx = index === VIRTIO_SND_VQ_TX;
+    for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
+      const stream = this.ioStream(chain, isTx);
+      if (stream === null) {
+        // Bad header or stream: IO_ERR where a status fits (§5.14.6.8), else length 0.
+        const statusOffset = isTx ? 0 : chain.writableBytes - 8;
+        completeWithStatus(this.host, queue, chain, VIRTIO_SND_S_IO_ERR, 0, statusOffset, this.scratch, 8);
+        continue;
+      }
+      stream.enqueue(chain, queue);
+    }
+  }
+
+  /** The stream an I/O message is for, when its header names a stream of the right direction. */
+  private ioStream(chain: Chain, isTx: boolean): PcmStream | null {
+    if (chain.fault !== 0 || chain.readableBytes < VIRTIO_SND_PCM_XFER_SIZE) return null;
+    let streamId: number;
+    try {
+      if (chain.len[0]! >= VIRTIO_SND_PCM_XFER_SIZE) {
+        streamId = this.memory.readU32(chain.addr[0]!);
+      } else {
+        readFromChain(this.memory, chain, 0, this.xfer, 0, VIRTIO_SND_PCM_XFER_SIZE);
+        streamId = this.xferView.getUint32(0, true);
+      }
+    } catch {
+      return null;
+    }
+    const stream = this.streams[streamId];
+    if (stream === undefined) return null;
+    if ((stream.direction === VIRTIO_SND_D_OUTPUT) !== isTx) return null;
+    return stream;
+  }
+
+  private postEvent(code: number, data: number): void {
+    this.events?.post(code, data);
+  }
+
+  private markUsed(queue: DeviceQueue): void {
+    const i = this.queues.indexOf(queue);
+    if (i >= 0) this.dirty[i] = true;
+  }
+
+  private flush(): void {
+    for (let i = 0; i < VIRTIO_SND_VQ_MAX; i++) {
+      if (!this.dirty[i]) continue;
+      this.dirty[i] = false;
+      const queue = this.queues[i];
+      if (queue !== null && queue !== undefined && queue.needsInterrupt()) this.options.interrupt(i);
+    }
+  }
+
+  private fatal(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    if (this.broken !== null) return;
+    this.broken =
+      error instanceof VirtqueueBrokenError
+        ? error
+        : new VirtqueueBrokenError(`device error: ${error.message}`, { cause: error });
+    for (const s of this.streams) s.reset();
+    this.options.onNeedsReset?.(this.broken);
+  }
+}

@@ -1,0 +1,524 @@
+import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
+import type { PcmParams } from "../audio/pcm-params.js";
+import { BackendError, GuestMemoryError } from "../errors.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
+import {
+  VIRTIO_SND_D_OUTPUT,
+  VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
+  VIRTIO_SND_EVT_PCM_XRUN,
+  VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS,
+  VIRTIO_SND_PCM_F_EVT_XRUNS,
+  VIRTIO_SND_PCM_F_MSG_POLLING,
+  VIRTIO_SND_S_BAD_MSG,
+  VIRTIO_SND_S_IO_ERR,
+  VIRTIO_SND_S_NOT_SUPP,
+  VIRTIO_SND_S_OK,
+} from "../spec/constants.js";
+import { type Chain, writeToChain } from "../virtqueue/chain.js";
+import type { DeviceQueue } from "../virtqueue/virtqueue.js";
+import { PcmCommand, PcmState, acceptsIo, commandAllowed } from "./pcm-state.js";
+
+/** Size of struct virtio_snd_pcm_xfer and virtio_snd_pcm_status (§5.14.6.8). */
+const XFER_SIZE = 4;
+const STATUS_SIZE = 8;
+
+/** What happened to a stream, for logs and tests. */
+export type StreamEventType = "set-params" | "prepare" | "start" | "stop" | "release" | "xrun" | "error";
+
+export interface StreamEvent {
+  readonly type: StreamEventType;
+  readonly streamId: number;
+  /** Clock time, ns. */
+  readonly time: number;
+  readonly params?: PcmParams;
+  readonly error?: Error;
+}
+
+/** What a stream needs from the device that owns it. */
+export interface StreamHost {
+  readonly memory: GuestMemory;
+  readonly backend: AudioBackend;
+  now(): number;
+  /** The queue this stream's messages come from (tx for output, rx for input). */
+  ioQueue(direction: number): DeviceQueue | null;
+  /** A buffer was pushed to `queue`: an interrupt may be due. */
+  markUsed(queue: DeviceQueue): void;
+  /** Raise the interrupts due after a voice callback. */
+  flush(): void;
+  postEvent(code: number, data: number): void;
+  emit(event: StreamEvent): void;
+  /** Takes messages the driver queued without a notification (VIRTIO_SND_PCM_F_MSG_POLLING). */
+  poll(direction: number): void;
+  /** Something that cannot happen did: the device must stop and need a reset, not crash its host. */
+  fatal(error: unknown): void;
+}
+
+/**
+ * One PCM stream: its state machine (§5.14.6.6.1), its queue of pending I/O
+ * messages, and the voice that plays or records it.
+ *
+ * TX: the voice reads bytes on its own clock; a message completes when its last
+ * byte has been read (§5.14.6.8.1: not before it is totally consumed). Messages
+ * queued before START wait for START. RX: the voice writes bytes; a message
+ * completes when full, or at RELEASE with what it has (§5.14.6.8.2).
+ */
+export class PcmStream implements OutputSource, InputSink {
+  state: PcmState = PcmState.Idle;
+  params: PcmParams | null = null;
+  private voice: Voice | null = null;
+  /** Voice failed: messages fail with IO_ERR until the next PREPARE. */
+  private failed = false;
+  /** The driver does not notify about new messages: look for them at every voice callback. */
+  private polling = false;
+
+  // Pending messages: a ring of chains, oldest at `head`.
+  private pending: (Chain | null)[] = new Array<Chain | null>(16).fill(null);
+  private head = 0;
+  private count = 0;
+  // Cursor into the head message's data.
+  private curSeg = 0;
+  private curOff = 0;
+  private curLeft = -1;
+  /** RX: bytes already written into the head message. */
+  private curFilled = 0;
+
+  /** Bytes moved since PREPARE, for period-elapsed events. */
+  private bytesMoved = 0;
+  private nextPeriodMark = 0;
+  /** One XRUN event per starvation, not one per tick. */
+  private starved = false;
+  private completedInCallback = false;
+
+  /** Lifetime counters, for summaries. */
+  bytesTotal = 0;
+  xruns = 0;
+
+  private readonly statusView = new StatusScratch();
+
+  constructor(
+    readonly id: number,
+    readonly direction: number,
+    private readonly host: StreamHost,
+  ) {}
+
+  get pendingCount(): number {
+    return this.count;
+  }
+
+  // ---- control commands (§5.14.6.6) -----------------------------------------
+
+  /** SET_PARAMS, already validated against the stream's capabilities by the device. */
+  setParams(params: PcmParams): number {
+    if (!commandAllowed(PcmCommand.SetParams, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    // New parameters invalidate a prepared voice and any messages queued for it.
+    this.closeVoice();
+    this.failAll(VIRTIO_SND_S_IO_ERR);
+    this.params = params;
+    this.polling = (params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
+    this.state = PcmState.ParamsSet;
+    this.emit("set-params");
+    return VIRTIO_SND_S_OK;
+  }
+
+  prepare(): number {
+    if (!commandAllowed(PcmCommand.Prepare, this.state) || this.params === null) return VIRTIO_SND_S_BAD_MSG;
+    if (this.voice === null || this.failed) {
+      this.closeVoice();
+      try {
+        this.voice =
+          this.direction === VIRTIO_SND_D_OUTPUT
+            ? this.host.backend.openOutput(this.id, this.params, this)
+            : this.host.backend.openInput(this.id, this.params, this);
+      } catch (err) {
+        this.emitError(err);
+        return err instanceof BackendError && err.code === "ERR_BACKEND_NOT_SUPPORTED"
+          ? VIRTIO_SND_S_NOT_SUPP
+          : VIRTIO_SND_S_IO_ERR;
+      }
+      this.failed = false;
+    }
+    this.bytesMoved = 0;
+    this.nextPeriodMark = this.params.periodBytes;
+    this.starved = false;
+    this.state = PcmState.Prepared;
+    this.emit("prepare");
+    return VIRTIO_SND_S_OK;
+  }
+
+  start(): number {
+    if (!commandAllowed(PcmCommand.Start, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    if (this.voice === null || this.failed) return VIRTIO_SND_S_IO_ERR;
+    this.state = PcmState.Running;
+    this.starved = false;
+    this.emit("start");
+    try {
+      this.voice.start();
+    } catch (err) {
+      this.voiceFailed(err);
+      return VIRTIO_SND_S_IO_ERR;
+    }
+    return VIRTIO_SND_S_OK;
+  }
+
+  stop(): number {
+    if (!commandAllowed(PcmCommand.Stop, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    this.state = PcmState.Stopped;
+    try {
+      this.voice?.stop();
+    } catch (err) {
+      this.voiceFailed(err);
+    }
+    this.emit("stop");
+    return VIRTIO_SND_S_OK;
+  }
+
+  /**
+   * RELEASE: completes every pending message first (§5.14.6.6.5: the device
+   * MUST complete all pending I/O messages and MUST NOT answer before that).
+   */
+  release(): number {
+    if (!commandAllowed(PcmCommand.Release, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    this.closeVoice();
+    this.failAll(VIRTIO_SND_S_OK);
+    this.state = PcmState.Released;
+    this.emit("release");
+    return VIRTIO_SND_S_OK;
+  }
+
+  /** Device reset: drop everything without touching the rings (the driver has abandoned them). */
+  reset(): void {
+    this.closeVoice();
+    this.pending.fill(null);
+    this.head = 0;
+    this.count = 0;
+    this.curLeft = -1;
+    this.state = PcmState.Idle;
+    this.params = null;
+    this.failed = false;
+    this.polling = false;
+  }
+
+  // ---- I/O messages (§5.14.6.8) ----------------------------------------------
+
+  /**
+   * Takes an I/O message whose xfer header named this stream. Returns false
+   * when it was completed at once (with IO_ERR); true when queued.
+   */
+  enqueue(chain: Chain, queue: DeviceQueue): boolean {
+    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
+    // TX: header + data readable, status writable. RX: header readable, data + status writable.
+    const wellFormed = isOutput
+      ? chain.writableBytes >= STATUS_SIZE
+      : chain.readableBytes === XFER_SIZE && chain.writableBytes >= STATUS_SIZE;
+    if (!wellFormed || !acceptsIo(this.state) || this.failed) {
+      const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
+      completeWithStatus(
+        this.host,
+        queue,
+        chain,
+        VIRTIO_SND_S_IO_ERR,
+        0,
+        statusOffset,
+        this.statusView,
+        STATUS_SIZE,
+      );
+      return false;
+    }
+    if (this.count === this.pending.length) this.growPending();
+    this.pending[(this.head + this.count) % this.pending.length] = chain;
+    this.count++;
+    if (this.count === 1) this.seekHead();
+    this.starved = false;
+    return true;
+  }
+
+  /** OutputSource.read: the voice wants the next `length` bytes. */
+  read(dest: Uint8Array, offset: number, length: number): number {
+    try {
+      if (this.polling) this.host.poll(this.direction);
+      return this.readMessages(dest, offset, length);
+    } catch (err) {
+      this.host.fatal(err);
+      return 0;
+    }
+  }
+
+  /** InputSink.write: the voice captured `length` bytes. */
+  write(src: Uint8Array, offset: number, length: number): number {
+    try {
+      if (this.polling) this.host.poll(this.direction);
+      return this.writeMessages(src, offset, length);
+    } catch (err) {
+      this.host.fatal(err);
+      return 0;
+    }
+  }
+
+  private readMessages(dest: Uint8Array, offset: number, length: number): number {
+    let done = 0;
+    const mem = this.host.memory;
+    while (done < length && this.count > 0) {
+      const chain = this.pending[this.head]!;
+      if (this.curLeft > 0) {
+        const segLen = chain.len[this.curSeg]!;
+        const n = Math.min(segLen - this.curOff, length - done, this.curLeft);
+        if (n > 0) {
+          try {
+            mem.read(chain.addr[this.curSeg]! + this.curOff, dest, offset + done, n);
+          } catch (err) {
+            if (!(err instanceof GuestMemoryError)) throw err;
+            this.completeHead(VIRTIO_SND_S_IO_ERR, STATUS_SIZE);
+            continue;
+          }
+          done += n;
+          this.curOff += n;
+          this.curLeft -= n;
+        }
+        if (this.curOff >= segLen) {
+          this.curSeg++;
+          this.curOff = 0;
+        }
+      }
+      if (this.curLeft <= 0) this.completeHead(VIRTIO_SND_S_OK, STATUS_SIZE);
+    }
+    this.afterTransfer(done, length);
+    return done;
+  }
+
+  private writeMessages(src: Uint8Array, offset: number, length: number): number {
+    let done = 0;
+    const mem = this.host.memory;
+    while (done < length && this.count > 0) {
+      const chain = this.pending[this.head]!;
+      if (this.curLeft > 0) {
+        const segLen = chain.len[this.curSeg]!;
+        const n = Math.min(segLen - this.curOff, length - done, this.curLeft);
+        if (n > 0) {
+          try {
+            mem.write(chain.addr[this.curSeg]! + this.curOff, src, offset + done, n);
+          } catch (err) {
+            if (!(err instanceof GuestMemoryError)) throw err;
+            this.completeHead(VIRTIO_SND_S_IO_ERR, 0);
+            continue;
+          }
+          done += n;
+          this.curOff += n;
+          this.curLeft -= n;
+          this.curFilled += n;
+        }
+        if (this.curOff >= segLen) {
+          this.curSeg++;
+          this.curOff = 0;
+        }
+      }
+      if (this.curLeft <= 0) this.completeHead(VIRTIO_SND_S_OK, this.curFilled + STATUS_SIZE);
+    }
+    this.afterTransfer(done, length);
+    return done;
+  }
+
+  fail(error: Error): void {
+    this.voiceFailed(error);
+    this.host.flush();
+  }
+
+  /** latency_bytes for a status written now. */
+  latencyBytes(): number {
+    try {
+      return this.voice?.latencyBytes() ?? 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  // ---- internals ---------------------------------------------------------------
+
+  private afterTransfer(done: number, wanted: number): void {
+    const params = this.params;
+    if (params !== null && done > 0) {
+      this.bytesTotal += done;
+      this.bytesMoved += done;
+      // §5.14.6.7: period elapsed notifications, when the driver asked for them.
+      if ((params.features & (1 << VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS)) !== 0) {
+        while (this.bytesMoved >= this.nextPeriodMark) {
+          this.nextPeriodMark += params.periodBytes;
+          this.host.postEvent(VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED, this.id);
+        }
+      }
+    }
+    if (done < wanted && this.state === PcmState.Running) {
+      if (!this.starved) {
+        this.starved = true;
+        this.xruns++;
+        this.emit("xrun");
+        if (params !== null && (params.features & (1 << VIRTIO_SND_PCM_F_EVT_XRUNS)) !== 0) {
+          this.host.postEvent(VIRTIO_SND_EVT_PCM_XRUN, this.id);
+        }
+      }
+    } else if (done === wanted) {
+      this.starved = false;
+    }
+    if (this.completedInCallback) {
+      this.completedInCallback = false;
+      this.host.flush();
+    }
+  }
+
+  /** Places the cursor at the start of the head message's data. */
+  private seekHead(): void {
+    const chain = this.pending[this.head]!;
+    this.curFilled = 0;
+    if (this.direction === VIRTIO_SND_D_OUTPUT) {
+      // Data follows the 4-byte xfer header in the readable part.
+      let skip = XFER_SIZE;
+      let seg = 0;
+      while (seg < chain.readableCount && skip >= chain.len[seg]!) {
+        skip -= chain.len[seg]!;
+        seg++;
+      }
+      this.curSeg = seg;
+      this.curOff = skip;
+      this.curLeft = chain.readableBytes - XFER_SIZE;
+    } else {
+      this.curSeg = chain.readableCount;
+      this.curOff = 0;
+      this.curLeft = chain.writableBytes - STATUS_SIZE;
+    }
+  }
+
+  private completeHead(status: number, usedLen: number): void {
+    const chain = this.pending[this.head]!;
+    this.pending[this.head] = null;
+    this.head = (this.head + 1) % this.pending.length;
+    this.count--;
+    const queue = this.host.ioQueue(this.direction);
+    if (queue !== null) {
+      const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
+      const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
+      completeWithStatus(
+        this.host,
+        queue,
+        chain,
+        status,
+        this.latencyBytes(),
+        statusOffset,
+        this.statusView,
+        usedLen,
+      );
+    }
+    this.completedInCallback = true;
+    if (this.count > 0) this.seekHead();
+    else this.curLeft = -1;
+  }
+
+  /** Completes every pending message with `status` (RX messages keep what they recorded). */
+  private failAll(status: number): void {
+    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
+    while (this.count > 0) {
+      this.completeHead(status, isOutput ? STATUS_SIZE : this.curFilled + STATUS_SIZE);
+    }
+    this.completedInCallback = false;
+  }
+
+  private voiceFailed(err: unknown): void {
+    this.failed = true;
+    this.emitError(err);
+    this.closeVoice();
+    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
+    while (this.count > 0)
+      this.completeHead(VIRTIO_SND_S_IO_ERR, isOutput ? STATUS_SIZE : this.curFilled + STATUS_SIZE);
+  }
+
+  private closeVoice(): void {
+    const v = this.voice;
+    this.voice = null;
+    if (v === null) return;
+    try {
+      v.close();
+    } catch (err) {
+      this.emitError(err);
+    }
+  }
+
+  private growPending(): void {
+    const next = new Array<Chain | null>(this.pending.length * 2).fill(null);
+    for (let i = 0; i < this.count; i++) next[i] = this.pending[(this.head + i) % this.pending.length]!;
+    this.pending = next;
+    this.head = 0;
+  }
+
+  private emit(type: StreamEventType): void {
+    this.host.emit(
+      this.params === null || type !== "set-params"
+        ? { type, streamId: this.id, time: this.host.now() }
+        : { type, streamId: this.id, time: this.host.now(), params: this.params },
+    );
+  }
+
+  private emitError(err: unknown): void {
+    const error = err instanceof Error ? err : new Error(String(err));
+    this.host.emit({ type: "error", streamId: this.id, time: this.host.now(), error });
+  }
+}
+
+/**
+ * Writes a virtio_snd_pcm_status at `statusOffset` into the writable part and
+ * pushes the chain. If the status cannot be written, the chain is returned
+ * with length 0 so the driver still gets its buffer back.
+ */
+export function completeWithStatus(
+  host: Pick<StreamHost, "memory" | "markUsed">,
+  queue: DeviceQueue,
+  chain: Chain,
+  status: number,
+  latency: number,
+  statusOffset: number,
+  scratch: StatusScratch,
+  usedLen: number,
+): void {
+  let used = 0;
+  if (statusOffset >= 0 && chain.writableBytes >= statusOffset + STATUS_SIZE) {
+    try {
+      if (writeStatus(host.memory, chain, statusOffset, status, latency >>> 0, scratch)) used = usedLen;
+    } catch (err) {
+      if (!(err instanceof GuestMemoryError)) throw err;
+    }
+  }
+  queue.push(chain, used);
+  host.markUsed(queue);
+}
+
+/** Scratch space for a status that straddles descriptors. */
+export class StatusScratch {
+  readonly bytes = new Uint8Array(STATUS_SIZE);
+  readonly view = new DataView(this.bytes.buffer);
+}
+
+function writeStatus(
+  mem: GuestMemory,
+  chain: Chain,
+  statusOffset: number,
+  status: number,
+  latency: number,
+  scratch: StatusScratch,
+): boolean {
+  // The common case: the status lies inside one descriptor; write it in place.
+  let skip = statusOffset;
+  const end = chain.readableCount + chain.writableCount;
+  for (let i = chain.readableCount; i < end; i++) {
+    const len = chain.len[i]!;
+    if (skip < len) {
+      if (len - skip >= STATUS_SIZE) {
+        const addr = chain.addr[i]! + skip;
+        mem.writeU32(addr, status);
+        mem.writeU32(addr + 4, latency);
+        return true;
+      }
+      break;
+    }
+    skip -= len;
+  }
+  scratch.view.setUint32(0, status, true);
+  scratch.view.setUint32(4, latency, true);
+  return writeToChain(mem, chain, statusOffset, scratch.bytes, 0, STATUS_SIZE) === STATUS_SIZE;
+}
