@@ -2,7 +2,7 @@
  * The PCM command lifecycle of §5.14.6.6.1. `Idle` is the state before the
  * first SET_PARAMS (and after a device reset): nothing is configured yet.
  */
-export const enum PcmState {
+export enum PcmState {
   Idle = 0,
   ParamsSet = 1,
   Prepared = 2,
@@ -14,7 +14,7 @@ export const enum PcmState {
 export const PCM_STATE_NAMES = ["idle", "params-set", "prepared", "running", "stopped", "released"] as const;
 
 /** The control commands that move a stream between states. */
-export const enum PcmCommand {
+export enum PcmCommand {
   SetParams = 0,
   Prepare = 1,
   Start = 2,

@@ -1,7 +1,7 @@
 import type { GuestMemory } from "../memory/guest-memory.js";
 
 /** Why a chain was refused by the walker (virtio 1.3 §2.7.5.3, §2.8.6). */
-export const enum ChainFault {
+export enum ChainFault {
   None = 0,
   /** A descriptor index is not below the queue size. */
   BadIndex = 1,

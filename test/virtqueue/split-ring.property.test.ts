@@ -130,18 +130,40 @@ const lenArb = fc.oneof(
 );
 
 const flagsArb = fc.oneof(
-  { weight: 8, arbitrary: fc.integer({ min: 0, max: 7 }) },
+  // Mostly NEXT / WRITE combinations, so that long well-formed chains occur too.
+  { weight: 6, arbitrary: fc.constantFrom(0, 1, 1, 2, 3, 3) },
+  { weight: 2, arbitrary: fc.integer({ min: 0, max: 7 }) },
   { weight: 1, arbitrary: u16 },
 );
 
-const nextArb = fc.oneof(
-  { weight: 6, arbitrary: fc.integer({ min: 0, max: 40 }) },
-  { weight: 1, arbitrary: u16 },
-);
+/** A 16-bit value, or (`mod`) one reduced modulo a bound when used: a plausible index. */
+interface MaybeMod {
+  n: number;
+  mod: boolean;
+}
+const maybeMod = (modWeight: number): fc.Arbitrary<MaybeMod> =>
+  fc.oneof(
+    { weight: modWeight, arbitrary: fc.record({ n: u16, mod: fc.constant(true) }) },
+    { weight: 1, arbitrary: fc.record({ n: u16, mod: fc.constant(false) }) },
+  );
+const reduce = (v: MaybeMod, bound: number): number => (v.mod ? v.n % bound : v.n);
 
-const descArb: fc.Arbitrary<RawDesc> = fc
-  .record({ addr: addrArb, len: lenArb, flags: flagsArb, next: nextArb })
+interface GenDesc {
+  lo: number;
+  hi: number;
+  len: number;
+  flags: number;
+  next: MaybeMod;
+}
+
+const descArb: fc.Arbitrary<GenDesc> = fc
+  .record({ addr: addrArb, len: lenArb, flags: flagsArb, next: maybeMod(8) })
   .map(({ addr, len, flags, next }) => ({ lo: addr.lo, hi: addr.hi, len, flags, next }));
+
+/** `next` is mostly below `entries`, sometimes exactly `entries` (one past the end). */
+function resolve(d: GenDesc, entries: number): RawDesc {
+  return { lo: d.lo, hi: d.hi, len: d.len, flags: d.flags, next: reduce(d.next, entries + 1) };
+}
 
 const scenarioArb = fc.record({
   sizeLog: fc.integer({ min: 0, max: 5 }),
@@ -149,15 +171,9 @@ const scenarioArb = fc.record({
   eventIdx: fc.boolean(),
   descs: fc.array(descArb, { minLength: 32, maxLength: 32 }),
   ind: fc.array(descArb, { minLength: IND_ENTRIES, maxLength: IND_ENTRIES }),
-  avail: fc.array(
-    fc.oneof({ weight: 5, arbitrary: fc.integer({ min: 0, max: 33 }) }, { weight: 1, arbitrary: u16 }),
-    {
-      minLength: 32,
-      maxLength: 32,
-    },
-  ),
+  avail: fc.array(maybeMod(6), { minLength: 32, maxLength: 32 }),
   base: fc.oneof(fc.constantFrom(0, 0xfff0, 0xffff), u16),
-  delta: fc.oneof({ weight: 8, arbitrary: fc.integer({ min: 0, max: 34 }) }, { weight: 1, arbitrary: u16 }),
+  delta: maybeMod(8),
   usedEvent: u16,
   availFlags: u16,
   written: fc.array(fc.oneof(fc.integer({ min: 0, max: 600 }), u32), { minLength: 32, maxLength: 32 }),
@@ -229,11 +245,14 @@ describe("SplitQueue against arbitrary rings", () => {
       fc.property(scenarioArb, (s) => {
         const size = 1 << s.sizeLog;
         const flat = new FlatMemory(new ArrayBuffer(MEM), BASE);
-        for (let i = 0; i < size; i++) writeRaw(flat, DESC + 16 * i, s.descs[i]!);
-        for (let i = 0; i < IND_ENTRIES; i++) writeRaw(flat, IND + 16 * i, s.ind[i]!);
-        for (let i = 0; i < size; i++) flat.writeU16(AVAIL + 4 + 2 * i, s.avail[i]!);
+        for (let i = 0; i < size; i++) writeRaw(flat, DESC + 16 * i, resolve(s.descs[i]!, size));
+        // Indirect tables start anywhere in this area; plausible `next` values stay near.
+        for (let i = 0; i < IND_ENTRIES; i++) writeRaw(flat, IND + 16 * i, resolve(s.ind[i]!, 8));
+        const avail = s.avail.map((a) => reduce(a, size + 1));
+        for (let i = 0; i < size; i++) flat.writeU16(AVAIL + 4 + 2 * i, avail[i]!);
+        const delta = reduce(s.delta, size + 1);
         flat.writeU16(AVAIL, s.availFlags);
-        flat.writeU16(AVAIL + 2, (s.base + s.delta) & 0xffff);
+        flat.writeU16(AVAIL + 2, (s.base + delta) & 0xffff);
         flat.writeU16(AVAIL + 4 + 2 * size, s.usedEvent);
 
         const mem = new RecordingMemory(flat);
@@ -257,7 +276,7 @@ describe("SplitQueue against arbitrary rings", () => {
           }
           if (c === null) break;
           const slot = (s.base + popped.length) & (size - 1);
-          expect(c.id).toBe(s.avail[slot]);
+          expect(c.id).toBe(avail[slot]);
           const want = referenceWalk(flat.bytes, size, s.indirect, c.id);
           if (want.ok) {
             expect(c.fault).toBe(ChainFault.None);
@@ -271,7 +290,7 @@ describe("SplitQueue against arbitrary rings", () => {
           popped.push(c);
         }
         // The available index moved by more than the size, or by at most the size: exactly one of them.
-        const pending = s.delta & 0xffff;
+        const pending = delta;
         if (pending > size) expect(broken).toBe(true);
         else expect(popped.length).toBe(pending);
         expect(dev.inFlight).toBe(popped.length);
@@ -299,17 +318,18 @@ describe("SplitQueue against arbitrary rings", () => {
 
   it("accepts exactly the layouts whose areas lie in memory", () => {
     const edge = fc.oneof(
-      fc.integer({ min: BASE - 0x200, max: BASE + 0x200 }),
-      fc.integer({ min: BASE + MEM - 0x400, max: BASE + MEM + 0x10 }),
-      fc.integer({ min: 0, max: 2 ** 53 }),
-      fc.constantFrom(-1, 0.5, Number.NaN, Infinity, 2 ** 64),
+      { weight: 6, arbitrary: fc.integer({ min: BASE, max: BASE + MEM }) },
+      { weight: 2, arbitrary: fc.integer({ min: BASE - 0x200, max: BASE + 0x200 }) },
+      { weight: 2, arbitrary: fc.integer({ min: BASE + MEM - 0x400, max: BASE + MEM + 0x10 }) },
+      { weight: 1, arbitrary: fc.integer({ min: 0, max: 2 ** 53 }) },
+      { weight: 1, arbitrary: fc.constantFrom(-1, 0.5, Number.NaN, Infinity, 2 ** 64) },
     );
     fc.assert(
       fc.property(
         fc.record({
           size: fc.oneof(
-            fc.integer({ min: 0, max: 6 }).map((n) => 1 << n),
-            fc.integer({ min: -1, max: 70000 }),
+            { weight: 6, arbitrary: fc.integer({ min: 0, max: 6 }).map((n) => 1 << n) },
+            { weight: 1, arbitrary: fc.integer({ min: -1, max: 70000 }) },
           ),
           descAddr: edge,
           driverAddr: edge,
@@ -447,7 +467,7 @@ describe("SplitQueue with the driver, random operation sequences", () => {
               case "add": {
                 const total = op.out.length + op.inn.length;
                 const useIndirect = indirect && op.indirect;
-                if (total === 0 || (useIndirect ? 1 : total) > drv.freeCount) break;
+                if (total === 0 || total > size || (useIndirect ? 1 : total) > drv.freeCount) break;
                 const mk = (len: number): Buf => {
                   const b = { addr, len };
                   addr = DATA + ((addr - DATA + 64) % 0x4000);

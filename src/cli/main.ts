@@ -1,0 +1,41 @@
+import { runDemo } from "./demo.js";
+
+const HELP = `virtio-snd: a virtio sound device for emulators
+
+Usage:
+  virtio-snd demo [--packed] [--seconds N]   a simulated Linux guest probes the device and plays a
+                                             tune through it; prints the control messages, the stream
+                                             events and a byte-for-byte check of what was played
+  virtio-snd --help                          this text
+  virtio-snd --version                       the version
+`;
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+      case "--help":
+      case "-h":
+      case "help":
+        process.stdout.write(HELP);
+        return command === undefined ? 1 : 0;
+      case "--version":
+      case "-v": {
+        const { createRequire } = await import("node:module");
+        const pkg = createRequire(import.meta.url)("../../package.json") as { version: string };
+        process.stdout.write(`${pkg.version}\n`);
+        return 0;
+      }
+      case "demo":
+        return runDemo(rest, process.stdout);
+      default:
+        process.stderr.write(`virtio-snd: unknown command '${command}'\n\n${HELP}`);
+        return 2;
+    }
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    process.stderr.write(`virtio-snd: ${e.code ? `${e.code}: ` : ""}${e.message}\n`);
+    return 1;
+  }
+}

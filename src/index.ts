@@ -1,0 +1,50 @@
+/**
+ * virtio-snd: a virtio sound device (virtio 1.3 §5.14) for emulators.
+ * Everything exported here is core: it imports no Node built-ins and runs
+ * in any JavaScript engine.
+ */
+export * from "./errors.js";
+export * from "./spec/constants.js";
+export * from "./spec/structs.js";
+export type { GuestMemory } from "./memory/guest-memory.js";
+export { isSafeUint } from "./memory/guest-memory.js";
+export { FlatMemory } from "./memory/flat-memory.js";
+export { RegionMemory, type MemoryRegion } from "./memory/region-memory.js";
+export { Chain, ChainFault, readFromChain, writeToChain } from "./virtqueue/chain.js";
+export type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue/virtqueue.js";
+export { SplitQueue } from "./virtqueue/split-ring.js";
+export { PackedQueue } from "./virtqueue/packed-ring.js";
+export type { AudioBackend, InputSink, OutputSource, Voice } from "./audio/backend.js";
+export { type Clock, ClockTimer, NS_PER_SECOND, RealTimeClock, VirtualClock, framesToNs } from "./audio/clock.js";
+export {
+  type PcmParams,
+  bytesPerSecond,
+  bytesToFrames,
+  fillSilence,
+  frameBits,
+  frameBytes,
+  framesToBytes,
+  silencePattern,
+} from "./audio/pcm-params.js";
+export { PacedVoice, periodFrames } from "./audio/paced-voice.js";
+export { ByteBuffer } from "./audio/byte-buffer.js";
+export {
+  MemoryBackend,
+  type MemoryBackendOptions,
+  type MemoryCapture,
+  type MemoryPlayback,
+} from "./audio/memory-backend.js";
+export { PcmState, PCM_STATE_NAMES } from "./stream/pcm-state.js";
+export { PcmStream, type StreamEvent, type StreamEventType } from "./stream/pcm-stream.js";
+export {
+  CHMAP_PRESETS,
+  DEFAULT_CONFIG,
+  DEFAULT_FORMATS,
+  DEFAULT_RATES,
+  type ChmapConfig,
+  type Direction,
+  type JackConfig,
+  type SoundConfig,
+  type StreamConfig,
+} from "./device/config.js";
+export { VirtioSound, type VirtioSoundOptions } from "./device/virtio-sound.js";
