@@ -195,7 +195,7 @@ export class SplitQueue implements DeviceQueue {
 
         if ((flags & VIRTQ_DESC_F_NEXT) === 0) return;
         i = mem.readU16(d + 14);
-        if (i > entries) {
+        if (i >= entries) {
           chain.fail(ChainFault.BadIndex);
           return;
         }

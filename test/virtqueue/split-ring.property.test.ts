@@ -132,6 +132,7 @@ const lenArb = fc.oneof(
 const flagsArb = fc.oneof(
   // Mostly NEXT / WRITE combinations, so that long well-formed chains occur too.
   { weight: 6, arbitrary: fc.constantFrom(0, 1, 1, 2, 3, 3) },
+  { weight: 1, arbitrary: fc.constantFrom(4, 6) },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 7 }) },
   { weight: 1, arbitrary: u16 },
 );
@@ -154,15 +155,31 @@ interface GenDesc {
   len: number;
   flags: number;
   next: MaybeMod;
+  /** For an indirect descriptor: a plausible table (start entry, entries) in the IND area instead of addr/len. */
+  table: { start: number; entries: number } | null;
 }
 
 const descArb: fc.Arbitrary<GenDesc> = fc
-  .record({ addr: addrArb, len: lenArb, flags: flagsArb, next: maybeMod(8) })
-  .map(({ addr, len, flags, next }) => ({ lo: addr.lo, hi: addr.hi, len, flags, next }));
+  .record({
+    addr: addrArb,
+    len: lenArb,
+    flags: flagsArb,
+    next: maybeMod(8),
+    table: fc.option(fc.record({ start: fc.nat(IND_ENTRIES - 1), entries: fc.nat(70) }), { freq: 2 }),
+  })
+  .map(({ addr, len, flags, next, table }) => ({ lo: addr.lo, hi: addr.hi, len, flags, next, table }));
 
-/** `next` is mostly below `entries`, sometimes exactly `entries` (one past the end). */
-function resolve(d: GenDesc, entries: number): RawDesc {
-  return { lo: d.lo, hi: d.hi, len: d.len, flags: d.flags, next: reduce(d.next, entries + 1) };
+/**
+ * `next` mostly lands below `entries`, sometimes exactly on it (one past the end);
+ * a plausible indirect table has 0..2*size+1 entries (sometimes past the IND area).
+ */
+function resolve(d: GenDesc, entries: number, size: number): RawDesc {
+  let { lo, len } = d;
+  if (d.table !== null && (d.flags & 4) !== 0) {
+    lo = IND + 16 * d.table.start;
+    len = 16 * (d.table.entries % (2 * size + 2));
+  }
+  return { lo, hi: d.table !== null ? 0 : d.hi, len, flags: d.flags, next: reduce(d.next, entries + 1) };
 }
 
 const scenarioArb = fc.record({
@@ -245,9 +262,10 @@ describe("SplitQueue against arbitrary rings", () => {
       fc.property(scenarioArb, (s) => {
         const size = 1 << s.sizeLog;
         const flat = new FlatMemory(new ArrayBuffer(MEM), BASE);
-        for (let i = 0; i < size; i++) writeRaw(flat, DESC + 16 * i, resolve(s.descs[i]!, size));
+        // All 32 are written, so that an index one past the table finds a descriptor too.
+        for (let i = 0; i < 32; i++) writeRaw(flat, DESC + 16 * i, resolve(s.descs[i]!, size, size));
         // Indirect tables start anywhere in this area; plausible `next` values stay near.
-        for (let i = 0; i < IND_ENTRIES; i++) writeRaw(flat, IND + 16 * i, resolve(s.ind[i]!, 8));
+        for (let i = 0; i < IND_ENTRIES; i++) writeRaw(flat, IND + 16 * i, resolve(s.ind[i]!, 8, size));
         const avail = s.avail.map((a) => reduce(a, size + 1));
         for (let i = 0; i < size; i++) flat.writeU16(AVAIL + 4 + 2 * i, avail[i]!);
         const delta = reduce(s.delta, size + 1);
