@@ -79,6 +79,11 @@ export class PackedQueue implements DeviceQueue {
   private pushedSlots = 0;
   /** Ring slots held by chains in flight. */
   private slotsInFlight = 0;
+  /**
+   * Whether the device wants available buffer notifications. The device event
+   * structure starts zeroed (ENABLE), so they start wanted.
+   */
+  private notify = true;
 
   private readonly pool: Chain[] = [];
   private created = 0;
@@ -184,6 +189,11 @@ export class PackedQueue implements DeviceQueue {
       this.slotsInFlight += slots;
       this.availIdx = idx;
       this.availWrap = wrap;
+      // With EVENT_IDX the request follows the device: the driver is to notify when
+      // it makes the slot after this chain available (as the split ring's avail_event does).
+      if (this.eventIdx && this.notify) {
+        mem.writeU16(this.deviceEventAddr + EVENT_OFF_WRAP, idx | (wrap << VIRTQ_PACKED_EVENT_F_WRAP_CTR));
+      }
       return chain;
     } catch (e) {
       if (chain !== null) this.release(chain);
@@ -311,6 +321,7 @@ export class PackedQueue implements DeviceQueue {
   }
 
   enableNotifications(enabled: boolean): boolean {
+    this.notify = enabled;
     const mem = this.mem;
     const ev = this.deviceEventAddr;
     try {
@@ -318,7 +329,8 @@ export class PackedQueue implements DeviceQueue {
         mem.writeU16(ev + EVENT_FLAGS, RING_EVENT_FLAGS_DISABLE);
       } else if (this.eventIdx) {
         // Ask for a notification when the driver makes the next slot available
-        // (the offset is written before the flags that make it meaningful).
+        // (the offset is written before the flags that make it meaningful);
+        // pop() keeps the offset at the next slot while notifications stay enabled.
         mem.writeU16(ev + EVENT_OFF_WRAP, this.availIdx | (this.availWrap << VIRTQ_PACKED_EVENT_F_WRAP_CTR));
         mem.writeU16(ev + EVENT_FLAGS, RING_EVENT_FLAGS_DESC);
       } else {
@@ -376,6 +388,13 @@ export class PackedQueue implements DeviceQueue {
     this.usedIdx = idx;
     this.usedWrap = wrap;
     this.pushedSlots = 0;
+    if (this.eventIdx && this.notify) {
+      try {
+        this.mem.writeU16(this.deviceEventAddr + EVENT_OFF_WRAP, this.getBase());
+      } catch (e) {
+        throw this.broken(e, "updating the device event suppression structure");
+      }
+    }
   }
 
   private newChain(): Chain {
