@@ -48,3 +48,25 @@ export {
   type StreamConfig,
 } from "./device/config.js";
 export { VirtioSound, type VirtioSoundOptions } from "./device/virtio-sound.js";
+export {
+  ALSA_TLV_DB_SCALE,
+  ALSA_TLV_DB_SCALE_MUTE,
+  ControlElements,
+  dbScaleTlv,
+  muteControl,
+  volumeControl,
+  type BooleanControlConfig,
+  type BytesControlConfig,
+  type ControlChange,
+  type ControlConfig,
+  type ControlElement,
+  type ControlHooks,
+  type ControlType,
+  type ControlValueInput,
+  type EnumeratedControlConfig,
+  type Iec958ControlConfig,
+  type Integer64ControlConfig,
+  type IntegerControlConfig,
+  type MuteControlOptions,
+  type VolumeControlOptions,
+} from "./device/controls.js";

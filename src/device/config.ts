@@ -30,6 +30,7 @@ import {
   VIRTIO_SND_PCM_F_EVT_XRUNS,
   VIRTIO_SND_PCM_F_MSG_POLLING,
 } from "../spec/constants.js";
+import type { ControlConfig } from "./controls.js";
 
 export type Direction = "output" | "input";
 
@@ -75,6 +76,8 @@ export interface SoundConfig {
   readonly streams?: readonly StreamConfig[];
   readonly jacks?: readonly JackConfig[];
   readonly chmaps?: readonly ChmapConfig[];
+  /** Control elements (§5.14.6.10); VIRTIO_SND_F_CTLS is offered only when there are some. */
+  readonly controls?: readonly ControlConfig[];
 }
 
 /** Channel maps from mono to 7.1, in ALSA's order for each layout. */

@@ -6,6 +6,13 @@ import {
   VIRTIO_SND_PCM_F_SHMEM_GUEST,
   VIRTIO_SND_PCM_F_SHMEM_HOST,
   VIRTIO_SND_R_CHMAP_INFO,
+  VIRTIO_SND_R_CTL_ENUM_ITEMS,
+  VIRTIO_SND_R_CTL_INFO,
+  VIRTIO_SND_R_CTL_READ,
+  VIRTIO_SND_R_CTL_TLV_COMMAND,
+  VIRTIO_SND_R_CTL_TLV_READ,
+  VIRTIO_SND_R_CTL_TLV_WRITE,
+  VIRTIO_SND_R_CTL_WRITE,
   VIRTIO_SND_R_JACK_INFO,
   VIRTIO_SND_R_JACK_REMAP,
   VIRTIO_SND_R_PCM_INFO,
@@ -20,6 +27,11 @@ import {
 } from "../spec/constants.js";
 import {
   VIRTIO_SND_CHMAP_INFO_SIZE,
+  VIRTIO_SND_CTL_HDR_SIZE,
+  VIRTIO_SND_CTL_INFO_PACKED_SIZE,
+  VIRTIO_SND_CTL_TLV_HEADER_SIZE,
+  VIRTIO_SND_CTL_TLV_VALUE_MAX_SIZE,
+  VIRTIO_SND_CTL_VALUE_SIZE,
   VIRTIO_SND_HDR_SIZE,
   VIRTIO_SND_JACK_INFO_SIZE,
   VIRTIO_SND_JACK_REMAP_SIZE,
@@ -27,6 +39,7 @@ import {
   VIRTIO_SND_PCM_INFO_SIZE,
   VIRTIO_SND_PCM_SET_PARAMS_SIZE,
   VIRTIO_SND_QUERY_INFO_SIZE,
+  ctlInfoSize,
   decodeJackRemap,
   decodePcmSetParams,
   decodeQueryInfo,
@@ -37,9 +50,13 @@ import {
 import type { PcmStream } from "../stream/pcm-stream.js";
 import { type Chain, readFromChain, writeToChain } from "../virtqueue/chain.js";
 import type { ChmapInfo, JackState, StreamInfo } from "./config.js";
+import type { ControlElements } from "./controls.js";
 
-/** Largest control request the device reads (set-params is the largest it handles). */
-const MAX_REQUEST = 64;
+/** Requests up to this size are read into a buffer kept for them (CTL_WRITE, 520 bytes, is the largest fixed-size one). */
+const SMALL_REQUEST = 1024;
+/** Largest control request the device reads: a CTL_TLV_WRITE/COMMAND with a 64 KiB value. */
+const MAX_REQUEST =
+  VIRTIO_SND_CTL_HDR_SIZE + VIRTIO_SND_CTL_TLV_HEADER_SIZE + VIRTIO_SND_CTL_TLV_VALUE_MAX_SIZE;
 
 /** What the control handler works on: the device's items and streams. */
 export interface ControlContext {
@@ -50,6 +67,10 @@ export interface ControlContext {
   readonly chmaps: readonly ChmapInfo[];
   /** A jack's configuration changed (remap). */
   jackChanged(jackId: number): void;
+  /** Control elements (§5.14.6.10); absent when none are configured. */
+  readonly controls?: ControlElements;
+  /** Whether VIRTIO_SND_F_CTLS was negotiated: without it CTL_* requests are NOT_SUPP. */
+  ctlsNegotiated?(): boolean;
 }
 
 /** The outcome of one control request: the status and the bytes of payload after the header. */
@@ -68,14 +89,19 @@ const notSupp: Answer = { status: VIRTIO_SND_S_NOT_SUPP };
  * checked; a fault is answered with the status the spec gives for it.
  */
 export class ControlHandler {
-  private readonly request = new Uint8Array(MAX_REQUEST);
-  private readonly requestView = new DataView(this.request.buffer);
+  private readonly small = new Uint8Array(SMALL_REQUEST);
+  private readonly smallView = new DataView(this.small.buffer);
+  /** For the rare request larger than `small` (a big TLV write): allocated once, on first use. */
+  private large: Uint8Array | null = null;
+  private largeView: DataView | null = null;
+  /** The buffer holding the current request: `small`, or `large` for a big TLV write. */
+  private request: Uint8Array = this.small;
+  private requestView: DataView = this.smallView;
 
   constructor(private readonly ctx: ControlContext) {}
 
   /** Handles one chain and returns the number of bytes written into it. */
   handle(chain: Chain): number {
-    const mem = this.ctx.memory;
     // Without room for a status header there is nothing to answer with.
     if (chain.writableBytes < VIRTIO_SND_HDR_SIZE) return 0;
     let answer: Answer;
@@ -84,7 +110,7 @@ export class ControlHandler {
     } else {
       const n = Math.min(chain.readableBytes, MAX_REQUEST);
       try {
-        readFromChain(mem, chain, 0, this.request, 0, n);
+        this.load(chain, n);
         answer = this.dispatch(chain.readableBytes, chain.writableBytes - VIRTIO_SND_HDR_SIZE);
       } catch (err) {
         if (!(err instanceof GuestMemoryError)) throw err;
@@ -92,6 +118,32 @@ export class ControlHandler {
       }
     }
     return this.respond(chain, answer);
+  }
+
+  /**
+   * Reads the first `n` bytes of the request. Only a TLV write or command can
+   * usefully be longer than SMALL_REQUEST; any other request that long is
+   * refused on its length, so its tail is never read.
+   */
+  private load(chain: Chain, n: number): void {
+    const head = Math.min(n, SMALL_REQUEST);
+    this.request = this.small;
+    this.requestView = this.smallView;
+    readFromChain(this.ctx.memory, chain, 0, this.small, 0, head);
+    if (n <= head) return;
+    const code = this.smallView.getUint32(0, true);
+    if (code !== VIRTIO_SND_R_CTL_TLV_WRITE && code !== VIRTIO_SND_R_CTL_TLV_COMMAND) return;
+    // Nor is a TLV whose header length does not account for exactly the request.
+    const length = this.smallView.getUint32(VIRTIO_SND_CTL_HDR_SIZE + 4, true);
+    if (n !== VIRTIO_SND_CTL_HDR_SIZE + VIRTIO_SND_CTL_TLV_HEADER_SIZE + length) return;
+    if (this.large === null || this.largeView === null) {
+      this.large = new Uint8Array(MAX_REQUEST);
+      this.largeView = new DataView(this.large.buffer);
+    }
+    this.large.set(this.small.subarray(0, head));
+    readFromChain(this.ctx.memory, chain, head, this.large, head, n - head);
+    this.request = this.large;
+    this.requestView = this.largeView;
   }
 
   private respond(chain: Chain, answer: Answer): number {
@@ -165,9 +217,70 @@ export class ControlHandler {
       case VIRTIO_SND_R_PCM_START:
       case VIRTIO_SND_R_PCM_STOP:
         return this.pcmCommand(code, reqLen);
+      case VIRTIO_SND_R_CTL_INFO:
+      case VIRTIO_SND_R_CTL_ENUM_ITEMS:
+      case VIRTIO_SND_R_CTL_READ:
+      case VIRTIO_SND_R_CTL_WRITE:
+      case VIRTIO_SND_R_CTL_TLV_READ:
+      case VIRTIO_SND_R_CTL_TLV_WRITE:
+      case VIRTIO_SND_R_CTL_TLV_COMMAND:
+        return this.controlElement(code, reqLen, room);
       default:
-        // Unknown codes, and control-element codes while VIRTIO_SND_F_CTLS is not offered.
+        // Unknown codes.
         return notSupp;
+    }
+  }
+
+  /**
+   * §5.14.6.10 control element requests; NOT_SUPP unless VIRTIO_SND_F_CTLS was
+   * negotiated. Checked in this order: request and response sizes, then
+   * control_id (BAD_MSG: a malformed message), then whether the element
+   * offers the operation (NOT_SUPP: access bit missing, not ENUMERATED), then
+   * the value itself (BAD_MSG) and the embedder's verdict (IO_ERR).
+   */
+  private controlElement(code: number, reqLen: number, room: number): Answer {
+    const controls = this.ctx.controls;
+    if (controls === undefined || this.ctx.ctlsNegotiated?.() !== true) return notSupp;
+    const v = this.requestView;
+    if (code === VIRTIO_SND_R_CTL_INFO) {
+      // The driver's record size picks the layout: 92 is the packed (i386) one, anything else the aligned one.
+      const packed =
+        reqLen === VIRTIO_SND_QUERY_INFO_SIZE && v.getUint32(12, true) === VIRTIO_SND_CTL_INFO_PACKED_SIZE;
+      const layout = packed ? "packed" : "aligned";
+      return this.queryInfo(reqLen, room, controls.length, ctlInfoSize(layout), (dv, off, i) =>
+        controls.encodeInfo(i, dv, off, layout),
+      );
+    }
+    const answer = (r: Uint8Array | number): Answer =>
+      typeof r === "number" ? { status: r } : { status: VIRTIO_SND_S_OK, payload: r };
+    if (code === VIRTIO_SND_R_CTL_TLV_WRITE || code === VIRTIO_SND_R_CTL_TLV_COMMAND) {
+      // ctl_hdr, then a TLV whose header length accounts for exactly the rest of the request.
+      if (reqLen < VIRTIO_SND_CTL_HDR_SIZE + VIRTIO_SND_CTL_TLV_HEADER_SIZE) return badMsg;
+      const length = v.getUint32(VIRTIO_SND_CTL_HDR_SIZE + 4, true);
+      if (length % 4 !== 0 || length > VIRTIO_SND_CTL_TLV_VALUE_MAX_SIZE) return badMsg;
+      if (reqLen !== VIRTIO_SND_CTL_HDR_SIZE + VIRTIO_SND_CTL_TLV_HEADER_SIZE + length) return badMsg;
+      const id = v.getUint32(4, true);
+      if (id >= controls.length) return badMsg;
+      const tlv = this.request.subarray(VIRTIO_SND_CTL_HDR_SIZE, reqLen);
+      return { status: controls.tlvWrite(id, tlv, code === VIRTIO_SND_R_CTL_TLV_COMMAND) };
+    }
+    const valueIn = code === VIRTIO_SND_R_CTL_WRITE ? VIRTIO_SND_CTL_VALUE_SIZE : 0;
+    if (reqLen !== VIRTIO_SND_CTL_HDR_SIZE + valueIn) return badMsg;
+    if (code === VIRTIO_SND_R_CTL_READ && room < VIRTIO_SND_CTL_VALUE_SIZE) return badMsg;
+    const id = v.getUint32(4, true);
+    if (id >= controls.length) return badMsg;
+    switch (code) {
+      case VIRTIO_SND_R_CTL_ENUM_ITEMS: {
+        const items = controls.enumItems(id);
+        if (typeof items !== "number" && items.length > room) return badMsg;
+        return answer(items);
+      }
+      case VIRTIO_SND_R_CTL_READ:
+        return answer(controls.read(id));
+      case VIRTIO_SND_R_CTL_WRITE:
+        return { status: controls.write(id, this.request, VIRTIO_SND_CTL_HDR_SIZE) };
+      default: // CTL_TLV_READ: as much of the metadata as fits, and success (§5.14.6.10.3).
+        return answer(controls.tlvRead(id, room));
     }
   }
 
@@ -210,7 +323,7 @@ export class ControlHandler {
     if ((jack.features & 1) === 0) return notSupp;
     // Association and sequence are 4-bit fields of the HDA default configuration (HDA §7.3.3.31).
     if (r.association > 0xf || r.sequence > 0xf) return badMsg;
-    jack.hdaRegDefconf = (jack.hdaRegDefconf & ~0xff) | (r.association << 4) | r.sequence;
+    jack.hdaRegDefconf = ((jack.hdaRegDefconf & ~0xff) | (r.association << 4) | r.sequence) >>> 0;
     this.ctx.jackChanged(r.jackId);
     return ok;
   }

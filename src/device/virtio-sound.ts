@@ -10,7 +10,9 @@ import {
   VIRTIO_ID_SOUND,
   VIRTIO_SND_D_OUTPUT,
   VIRTIO_SND_EVT_JACK_CONNECTED,
+  VIRTIO_SND_EVT_CTL_NOTIFY,
   VIRTIO_SND_EVT_JACK_DISCONNECTED,
+  VIRTIO_SND_F_CTLS,
   VIRTIO_SND_S_IO_ERR,
   VIRTIO_SND_VQ_CONTROL,
   VIRTIO_SND_VQ_EVENT,
@@ -18,7 +20,12 @@ import {
   VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../spec/constants.js";
-import { VIRTIO_SND_CONFIG_SIZE, VIRTIO_SND_PCM_XFER_SIZE, encodeSndConfig } from "../spec/structs.js";
+import {
+  type CtlTlv,
+  VIRTIO_SND_CONFIG_SIZE,
+  VIRTIO_SND_PCM_XFER_SIZE,
+  encodeSndConfig,
+} from "../spec/structs.js";
 import {
   PcmStream,
   StatusScratch,
@@ -41,6 +48,7 @@ import {
   streamInfo,
 } from "./config.js";
 import { ControlHandler } from "./control.js";
+import { type ControlChange, ControlElements, type ControlValueInput } from "./controls.js";
 import { EventQueue } from "./event-queue.js";
 
 export interface VirtioSoundOptions {
@@ -62,6 +70,12 @@ export interface VirtioSoundOptions {
   readonly onStreamEvent?: (event: StreamEvent) => void;
   /** Offer VIRTIO_F_RING_PACKED (default true). */
   readonly packed?: boolean;
+  /**
+   * The guest changed a control element (CTL_WRITE, CTL_TLV_WRITE) or sent a
+   * metadata command (CTL_TLV_COMMAND). Throwing refuses the request: the
+   * change is undone and the guest gets VIRTIO_SND_S_IO_ERR.
+   */
+  readonly onControlChange?: (change: ControlChange) => void;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -83,6 +97,8 @@ export class VirtioSound {
   readonly streamInfos: readonly StreamInfo[];
   readonly jacks: readonly JackState[];
   readonly chmaps: readonly ChmapInfo[];
+  /** Control elements (§5.14.6.10): read them here; set them with setControl*. */
+  readonly controls: ControlElements;
 
   private driverFeatures = 0n;
   private featuresAccepted = false;
@@ -105,15 +121,14 @@ export class VirtioSound {
     this.streamInfos = (config.streams ?? []).map(streamInfo);
     this.jacks = (config.jacks ?? []).map(jackState);
     this.chmaps = (config.chmaps ?? []).map(chmapInfo);
+    this.controls = new ControlElements(config.controls ?? []);
     let features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX);
     if (options.packed !== false) features |= bit(VIRTIO_F_RING_PACKED);
+    if (this.controls.length > 0) features |= bit(VIRTIO_SND_F_CTLS);
     this.deviceFeatures = features;
 
-    const self = this;
     this.host = {
-      get memory() {
-        return self.memory;
-      },
+      memory: this.memory,
       backend: options.backend,
       now: () => options.clock.now(),
       ioQueue: (direction) =>
@@ -136,7 +151,17 @@ export class VirtioSound {
       jacks: this.jacks,
       chmaps: this.chmaps,
       jackChanged: () => undefined,
+      controls: this.controls,
+      ctlsNegotiated: () => this.ctlsNegotiated,
     });
+    this.controls.hooks = {
+      notify: (controlId, mask) => {
+        // The driver knows of no control elements unless it negotiated VIRTIO_SND_F_CTLS.
+        if (this.ctlsNegotiated && this.broken === null)
+          this.postEvent(VIRTIO_SND_EVT_CTL_NOTIFY, controlId | (mask << 16));
+      },
+      changed: (change) => this.options.onControlChange?.(change),
+    };
   }
 
   // ---- configuration space (§5.14.4) ---------------------------------------------
@@ -148,7 +173,7 @@ export class VirtioSound {
       jacks: this.jacks.length,
       streams: this.streams.length,
       chmaps: this.chmaps.length,
-      controls: 0,
+      controls: this.controls.length,
     });
     const out = new Uint8Array(Math.max(0, length));
     for (let i = 0; i < out.length; i++) out[i] = cfg[offset + i] ?? 0;
@@ -281,6 +306,38 @@ export class VirtioSound {
     this.flush();
   }
 
+  // ---- control elements (§5.14.6.10) --------------------------------------------------
+
+  /**
+   * Sets control element `controlId`'s value (one entry per member, or an
+   * IEC958 structure) and, when it changed, notifies the driver
+   * (VIRTIO_SND_EVT_CTL_NOTIFY, mask VALUE). Returns whether it changed.
+   * Throws ERR_INVALID_STATE for an unknown element or a value it cannot hold.
+   */
+  setControlValue(controlId: number, values: ControlValueInput): boolean {
+    return this.controlChange(() => this.controls.setValue(controlId, values));
+  }
+
+  /** Replaces control element `controlId`'s metadata (mask TLV). Returns whether it changed. */
+  setControlTlv(controlId: number, tlv: CtlTlv | Uint8Array): boolean {
+    return this.controlChange(() => this.controls.setTlv(controlId, tlv));
+  }
+
+  /** Marks control element `controlId` active or INACTIVE (mask INFO). Returns whether it changed. */
+  setControlActive(controlId: number, active: boolean): boolean {
+    return this.controlChange(() => this.controls.setActive(controlId, active));
+  }
+
+  private get ctlsNegotiated(): boolean {
+    return (this.driverFeatures & bit(VIRTIO_SND_F_CTLS)) !== 0n;
+  }
+
+  private controlChange(change: () => boolean): boolean {
+    const changed = change();
+    if (changed) this.flush();
+    return changed;
+  }
+
   // ---- internals -----------------------------------------------------------------------
 
   private processControl(): void {
@@ -288,9 +345,10 @@ export class VirtioSound {
     if (queue === null || queue === undefined) return;
     for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
       const written = chain.fault !== 0 ? 0 : this.control.handle(chain);
+      // A RELEASE may have completed I/O messages: their interrupts go out before the answer's.
+      this.flush();
       queue.push(chain, written);
       this.markUsed(queue);
-      // A RELEASE may have completed I/O messages: their interrupts go out before the answer's.
       this.flush();
     }
   }

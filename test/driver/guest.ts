@@ -3,10 +3,11 @@
  * sound/virtio driver drives them (probe, set-params, one message per period,
  * prepare, pre-buffered periods, start, stop, release).
  */
+import type { AudioBackend } from "../../src/audio/backend.js";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend, type MemoryBackendOptions } from "../../src/audio/memory-backend.js";
 import type { SoundConfig } from "../../src/device/config.js";
-import { VirtioSound } from "../../src/device/virtio-sound.js";
+import { VirtioSound, type VirtioSoundOptions } from "../../src/device/virtio-sound.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
 import {
   PCM_RATE_HZ,
@@ -14,6 +15,7 @@ import {
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
+  VIRTIO_SND_F_CTLS,
   VIRTIO_SND_R_CHMAP_INFO,
   VIRTIO_SND_R_JACK_INFO,
   VIRTIO_SND_R_PCM_INFO,
@@ -55,8 +57,14 @@ export interface GuestOptions {
   queueSize?: number;
   config?: SoundConfig;
   backend?: Omit<MemoryBackendOptions, "clock">;
+  /** A backend to use instead of the MemoryBackend (which is still made, unused), given the guest's clock. */
+  audioBackend?: (clock: VirtualClock) => AudioBackend;
   /** Guest RAM size; it sits at a non-zero guest-physical base so address bugs show. */
   memorySize?: number;
+  /** Negotiate VIRTIO_SND_F_CTLS (the device must offer it: configure controls). */
+  ctls?: boolean;
+  /** Passed to the device (VirtioSoundOptions.onControlChange). */
+  onControlChange?: VirtioSoundOptions["onControlChange"];
 }
 
 export interface ControlReply {
@@ -105,7 +113,7 @@ export class TestGuest {
   /** Scratch area for control messages. */
   private ctlReq = 0;
   private ctlResp = 0;
-  private static readonly CTL_AREA = 64 * 1024;
+  private static readonly CTL_AREA = 80 * 1024;
 
   constructor(readonly options: GuestOptions = {}) {
     const size = options.memorySize ?? 16 * 1024 * 1024;
@@ -115,7 +123,7 @@ export class TestGuest {
     this.backend = new MemoryBackend({ clock: this.clock, ...options.backend });
     this.device = new VirtioSound({
       memory: this.memory,
-      backend: this.backend,
+      backend: options.audioBackend?.(this.clock) ?? this.backend,
       clock: this.clock,
       ...(options.config !== undefined ? { config: options.config } : {}),
       interrupt: (i) => this.onInterrupt(i),
@@ -123,6 +131,7 @@ export class TestGuest {
         this.needsReset = e;
       },
       onStreamEvent: (e) => this.streamEvents.push(e),
+      ...(options.onControlChange !== undefined ? { onControlChange: options.onControlChange } : {}),
     });
   }
 
@@ -134,6 +143,7 @@ export class TestGuest {
     if (o.eventIdx ?? true) features |= bit(VIRTIO_F_EVENT_IDX);
     if (o.indirect ?? false) features |= bit(VIRTIO_F_INDIRECT_DESC);
     if (o.packed ?? false) features |= bit(VIRTIO_F_RING_PACKED);
+    if (o.ctls ?? false) features |= bit(VIRTIO_SND_F_CTLS);
     if (!this.device.setDriverFeatures(features)) throw new Error("features refused");
     const size = o.queueSize ?? 64;
     for (let i = 0; i < 4; i++) {
