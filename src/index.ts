@@ -70,3 +70,12 @@ export {
   type MuteControlOptions,
   type VolumeControlOptions,
 } from "./device/controls.js";
+export {
+  Resampler,
+  StreamConverter,
+  convertBuffer,
+  downmixToStereo,
+  isConvertible,
+  type PcmFormatSpec,
+  type StreamConverterOptions,
+} from "./audio/convert.js";
