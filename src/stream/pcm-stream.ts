@@ -335,6 +335,8 @@ export class PcmStream implements OutputSource, InputSink {
 
   private afterTransfer(done: number, wanted: number): void {
     const params = this.params;
+    // Events posted here need their interrupt too, even when no message completed.
+    let posted = false;
     if (params !== null && done > 0) {
       this.bytesTotal += done;
       this.bytesMoved += done;
@@ -343,6 +345,7 @@ export class PcmStream implements OutputSource, InputSink {
         while (this.bytesMoved >= this.nextPeriodMark) {
           this.nextPeriodMark += params.periodBytes;
           this.host.postEvent(VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED, this.id);
+          posted = true;
         }
       }
     }
@@ -353,12 +356,13 @@ export class PcmStream implements OutputSource, InputSink {
         this.emit("xrun");
         if (params !== null && (params.features & (1 << VIRTIO_SND_PCM_F_EVT_XRUNS)) !== 0) {
           this.host.postEvent(VIRTIO_SND_EVT_PCM_XRUN, this.id);
+          posted = true;
         }
       }
     } else if (done === wanted) {
       this.starved = false;
     }
-    if (this.completedInCallback) {
+    if (this.completedInCallback || posted) {
       this.completedInCallback = false;
       this.host.flush();
     }

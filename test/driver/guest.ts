@@ -168,11 +168,23 @@ export class TestGuest {
   }
 
   /** Adds a chain and kicks when the device asks for it, like virtqueue_kick. */
-  submit(queue: number, out: readonly Buf[], inn: readonly Buf[]): number {
+  submit(
+    queue: number,
+    out: readonly Buf[],
+    inn: readonly Buf[],
+    beforeKick?: (token: number) => void,
+  ): number {
     const q = this.queues[queue]!;
     const token = q.add(out, inn, this.options.indirect ? { indirect: true } : undefined);
+    // Bookkeeping first: the device may complete the chain during the kick.
+    beforeKick?.(token);
     if (q.kickNeeded()) this.device.notify(queue);
     return token;
+  }
+
+  /** Queues an 8-byte event buffer, as virtsnd_event_send does. */
+  private queueEventBuffer(addr: number): void {
+    this.submit(VIRTIO_SND_VQ_EVENT, [], [{ addr, len: 8 }], (token) => this.eventBufs.set(token, addr));
   }
 
   /** A synchronous control request, as virtsnd_ctl_msg_send_sync. */
@@ -213,9 +225,7 @@ export class TestGuest {
   /** The Linux probe: event buffers, then JACK_INFO, PCM_INFO, CHMAP_INFO (each skipped when its count is 0). */
   probe(eventBuffers = 8): { jacks: JackInfo[]; streams: PcmInfo[]; chmaps: ChmapInfo[] } {
     for (let i = 0; i < eventBuffers; i++) {
-      const addr = this.alloc(8, 8);
-      const token = this.submit(VIRTIO_SND_VQ_EVENT, [], [{ addr, len: 8 }]);
-      this.eventBufs.set(token, addr);
+      this.queueEventBuffer(this.alloc(8, 8));
     }
     const cfg = this.config();
     const read = <T>(code: number, n: number, size: number, decode: (dv: DataView, o: number) => T): T[] => {
@@ -365,8 +375,7 @@ export class TestGuest {
         time: this.clock.now(),
       });
       // Requeue, as virtsnd_event_notify_cb does.
-      const token = this.submit(VIRTIO_SND_VQ_EVENT, [], [{ addr, len: 8 }]);
-      this.eventBufs.set(token, addr);
+      this.queueEventBuffer(addr);
     }
   }
 
