@@ -32,7 +32,10 @@ export const NS_PER_SECOND = 1_000_000_000;
 
 /** Nanoseconds that `frames` frames last at `rate` Hz, rounded to the nearest ns. */
 export function framesToNs(frames: number, rate: number): number {
-  return Math.round((frames * NS_PER_SECOND) / rate);
+  // Whole seconds apart from the remainder: after tens of minutes the double
+  // quotient frames * 1e9 / rate has too few fraction bits to round correctly.
+  const seconds = Math.floor(frames / rate);
+  return seconds * NS_PER_SECOND + Math.round(((frames - seconds * rate) * NS_PER_SECOND) / rate);
 }
 
 /**
