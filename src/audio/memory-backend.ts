@@ -137,6 +137,7 @@ class MemoryOutputVoice extends PacedVoice {
 class MemoryInputVoice extends PacedVoice {
   private readonly chunk: Uint8Array;
   private readonly silence: Uint8Array;
+  private readonly retain: boolean;
   private position = 0;
 
   constructor(
@@ -149,6 +150,7 @@ class MemoryInputVoice extends PacedVoice {
     super(options.clock, params, options.chunkFrames ?? periodFrames(params));
     this.chunk = new Uint8Array(this.chunkBytes);
     this.silence = silencePattern(params.format);
+    this.retain = options.retain !== false;
   }
 
   protected onChunk(): void {
@@ -158,7 +160,7 @@ class MemoryInputVoice extends PacedVoice {
     if (fromData < n) fillSilence(this.chunk, fromData, n - fromData, this.silence, this.position + fromData);
     this.position += n;
     const taken = this.sink.write(this.chunk, 0, n);
-    this.record.delivered.append(this.chunk, 0, taken);
+    if (this.retain) this.record.delivered.append(this.chunk, 0, taken);
     if (taken < n) {
       this.record.overruns++;
       this.record.overrunBytes += n - taken;

@@ -117,7 +117,9 @@ export function fillSilence(
   phase = 0,
 ): void {
   const w = pattern.length;
-  if (w === 1 || pattern.every((b) => b === pattern[0])) {
+  let uniform = true;
+  for (let i = 1; i < w; i++) if (pattern[i] !== pattern[0]) uniform = false;
+  if (uniform) {
     dest.fill(pattern[0]!, offset, offset + length);
     return;
   }

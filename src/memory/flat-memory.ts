@@ -1,5 +1,6 @@
 import { GuestMemoryError } from "../errors.js";
 import { type GuestMemory, dataViewU64, isSafeUint, setDataViewU64 } from "./guest-memory.js";
+import { ViewCache, copyInto } from "./view-cache.js";
 
 /**
  * Guest memory that is one host buffer, mapped at guest-physical `base`
@@ -10,12 +11,14 @@ export class FlatMemory implements GuestMemory {
   readonly size: number;
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
+  private readonly views: ViewCache;
 
   constructor(buffer: ArrayBufferLike | Uint8Array, base = 0) {
     this.bytes = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer);
     this.dv = new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength);
     this.base = base;
     this.size = this.bytes.byteLength;
+    this.views = new ViewCache(this.bytes);
   }
 
   contains(addr: number, length: number): boolean {
@@ -33,13 +36,13 @@ export class FlatMemory implements GuestMemory {
   read(addr: number, dest: Uint8Array, destOffset: number, length: number): void {
     const off = this.offset(addr, length);
     if (destOffset < 0 || destOffset + length > dest.length) throw new RangeError("destination too small");
-    dest.set(this.bytes.subarray(off, off + length), destOffset);
+    dest.set(this.views.view(off, length), destOffset);
   }
 
   write(addr: number, src: Uint8Array, srcOffset: number, length: number): void {
     const off = this.offset(addr, length);
     if (srcOffset < 0 || srcOffset + length > src.length) throw new RangeError("source too small");
-    this.bytes.set(src.subarray(srcOffset, srcOffset + length), off);
+    copyInto(this.views.view(off, length), 0, src, srcOffset, length);
   }
 
   fill(addr: number, length: number, value: number): void {

@@ -1,5 +1,6 @@
 import { GuestMemoryError, VirtioSndError } from "../errors.js";
 import { type GuestMemory, dataViewU64, isSafeUint, setDataViewU64 } from "./guest-memory.js";
+import { ViewCache, copyInto } from "./view-cache.js";
 
 export interface MemoryRegion {
   /** Guest-physical address of the region's first byte. */
@@ -13,6 +14,7 @@ interface Region {
   end: number;
   bytes: Uint8Array;
   dv: DataView;
+  views: ViewCache;
 }
 
 /**
@@ -49,7 +51,13 @@ export class RegionMemory implements GuestMemory {
       }
     }
     const b = region.bytes;
-    this.regions.push({ start, end, bytes: b, dv: new DataView(b.buffer, b.byteOffset, b.byteLength) });
+    this.regions.push({
+      start,
+      end,
+      bytes: b,
+      dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
+      views: new ViewCache(b),
+    });
     this.regions.sort((a, c) => a.start - c.start);
     this.last = 0;
   }
@@ -110,8 +118,7 @@ export class RegionMemory implements GuestMemory {
     while (left > 0) {
       const r = this.find(a)!;
       const n = Math.min(left, r.end - a);
-      const off = a - r.start;
-      dest.set(r.bytes.subarray(off, off + n), o);
+      dest.set(r.views.view(a - r.start, n), o);
       a += n;
       o += n;
       left -= n;
@@ -127,7 +134,7 @@ export class RegionMemory implements GuestMemory {
     while (left > 0) {
       const r = this.find(a)!;
       const n = Math.min(left, r.end - a);
-      r.bytes.set(src.subarray(o, o + n), a - r.start);
+      copyInto(r.views.view(a - r.start, n), 0, src, o, n);
       a += n;
       o += n;
       left -= n;

@@ -1,0 +1,42 @@
+/** Slots in a view cache; a power of two. */
+const SLOTS = 256;
+
+/**
+ * Remembers typed-array views of recently copied ranges of one buffer.
+ *
+ * Copying part of a typed array needs a view of the range (there is no
+ * offset/length form of Uint8Array.prototype.set), and a view is a heap
+ * object. A guest driver reuses the same buffers over and over (an ALSA
+ * buffer's periods sit at fixed addresses), so caching views by range makes
+ * the steady-state data path allocate nothing.
+ */
+export class ViewCache {
+  private readonly offsets = new Float64Array(SLOTS).fill(-1);
+  private readonly lengths = new Uint32Array(SLOTS);
+  private readonly views: (Uint8Array | null)[] = new Array<Uint8Array | null>(SLOTS).fill(null);
+
+  constructor(private readonly bytes: Uint8Array) {}
+
+  /** A view of bytes[offset, offset + length); the caller has checked the range. */
+  view(offset: number, length: number): Uint8Array {
+    const slot = ((offset >>> 5) ^ (length >>> 3)) & (SLOTS - 1);
+    if (this.offsets[slot] === offset && this.lengths[slot] === length) return this.views[slot]!;
+    const v = this.bytes.subarray(offset, offset + length);
+    this.offsets[slot] = offset;
+    this.lengths[slot] = length;
+    this.views[slot] = v;
+    return v;
+  }
+}
+
+/** Copies src[srcOffset, srcOffset + length) into dest at destOffset without a view when src is copied whole. */
+export function copyInto(
+  dest: Uint8Array,
+  destOffset: number,
+  src: Uint8Array,
+  srcOffset: number,
+  length: number,
+): void {
+  if (srcOffset === 0 && length === src.length) dest.set(src, destOffset);
+  else dest.set(src.subarray(srcOffset, srcOffset + length), destOffset);
+}
