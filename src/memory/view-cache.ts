@@ -1,5 +1,6 @@
 /** Slots in a view cache; a power of two. */
 const SLOTS = 256;
+const SLOT_SHIFT = 24; // 32 - log2(SLOTS)
 
 /**
  * Remembers typed-array views of recently copied ranges of one buffer.
@@ -19,7 +20,8 @@ export class ViewCache {
 
   /** A view of bytes[offset, offset + length); the caller has checked the range. */
   view(offset: number, length: number): Uint8Array {
-    const slot = ((offset >>> 5) ^ (length >>> 3)) & (SLOTS - 1);
+    // Fibonacci hashing: buffers at large power-of-two strides must not share a slot.
+    const slot = Math.imul((offset >>> 4) ^ Math.imul(length, 0x85ebca6b), 0x9e3779b1) >>> SLOT_SHIFT;
     if (this.offsets[slot] === offset && this.lengths[slot] === length) return this.views[slot]!;
     const v = this.bytes.subarray(offset, offset + length);
     this.offsets[slot] = offset;
