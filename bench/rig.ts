@@ -35,10 +35,10 @@ import {
   VIRTIO_SND_VQ_TX,
 } from "../src/spec/constants.js";
 import { encodePcmSetParams } from "../src/spec/structs.js";
-import { BumpAllocator } from "../test/driver/allocator.js";
-import type { DriverQueue } from "../test/driver/driver-queue.js";
-import { PackedDriverQueue } from "../test/driver/packed-driver.js";
-import { SplitDriverQueue } from "../test/driver/split-driver.js";
+import { BumpAllocator } from "../src/driver/allocator.js";
+import type { DriverQueue } from "../src/driver/driver-queue.js";
+import { PackedDriverQueue } from "../src/driver/packed-driver.js";
+import { SplitDriverQueue } from "../src/driver/split-driver.js";
 import { type IoRing, LeanPackedRing, LeanSplitRing, type MessageSlots } from "./lean-rings.js";
 
 export type RingKind = "split" | "packed";

@@ -15,7 +15,14 @@ export type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue/virtque
 export { SplitQueue } from "./virtqueue/split-ring.js";
 export { PackedQueue } from "./virtqueue/packed-ring.js";
 export type { AudioBackend, InputSink, OutputSource, Voice } from "./audio/backend.js";
-export { type Clock, ClockTimer, NS_PER_SECOND, RealTimeClock, VirtualClock, framesToNs } from "./audio/clock.js";
+export {
+  type Clock,
+  ClockTimer,
+  NS_PER_SECOND,
+  RealTimeClock,
+  VirtualClock,
+  framesToNs,
+} from "./audio/clock.js";
 export {
   type PcmParams,
   bytesPerSecond,

@@ -31,7 +31,8 @@ export function runDemo(args: readonly string[], out: Writable): number {
   const packed = args.includes("--packed");
   const si = args.indexOf("--seconds");
   const seconds = si >= 0 ? Number(args[si + 1]) : 2;
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600) throw new Error("--seconds takes a number from 0 to 600");
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600)
+    throw new Error("--seconds takes a number from 0 to 600");
   const say = (line: string): void => void out.write(`${line}\n`);
   const ts = (ns: number): string => `[${(ns / 1e9).toFixed(3).padStart(7)} s]`;
 
@@ -40,7 +41,9 @@ export function runDemo(args: readonly string[], out: Writable): number {
     eventIdx: true,
     backend: { retain: true },
     log: (m) =>
-      say(`${ts(guest.clock.now())} control ${controlName(m.code)}${m.detail ? ` ${m.detail}` : ""} -> ${controlName(m.status)}`),
+      say(
+        `${ts(guest.clock.now())} control ${controlName(m.code)}${m.detail ? ` ${m.detail}` : ""} -> ${controlName(m.status)}`,
+      ),
   });
   say(`virtio-snd demo: a simulated Linux guest on a ${packed ? "packed" : "split"} ring, virtual clock`);
   guest.init();
@@ -62,16 +65,26 @@ export function runDemo(args: readonly string[], out: Writable): number {
     const pct = Math.floor((100 * done) / audio.length);
     if (pct >= lastProgress + 10) {
       lastProgress = pct;
-      say(`${ts(guest.clock.now())} playing: ${(done / (RATE * CHANNELS * 2)).toFixed(2)} s of ${seconds} s (${pct}%)`);
+      say(
+        `${ts(guest.clock.now())} playing: ${(done / (RATE * CHANNELS * 2)).toFixed(2)} s of ${seconds} s (${pct}%)`,
+      );
     }
   };
   guest.onStreamEvent = (e) =>
-    say(`${ts(e.time)} stream ${e.streamId} ${e.type}${e.type === "set-params" ? "" : ` (now ${PCM_STATE_NAMES[guest.device.streams[e.streamId]!.state]})`}`);
+    say(
+      `${ts(e.time)} stream ${e.streamId} ${e.type}${e.type === "set-params" ? "" : ` (now ${PCM_STATE_NAMES[guest.device.streams[e.streamId]!.state]})`}`,
+    );
   const r = play(
     guest,
     0,
     audio,
-    { format: VIRTIO_SND_PCM_FMT_S16, rate: RATE, channels: CHANNELS, periodBytes: PERIOD_FRAMES * 4, periods: PERIODS },
+    {
+      format: VIRTIO_SND_PCM_FMT_S16,
+      rate: RATE,
+      channels: CHANNELS,
+      periodBytes: PERIOD_FRAMES * 4,
+      periods: PERIODS,
+    },
     { onCompletion: progress },
   );
 
@@ -79,9 +92,13 @@ export function runDemo(args: readonly string[], out: Writable): number {
   const played = pb.data.bytes().subarray(0, audio.length);
   const exact = played.length === audio.length && played.every((b, i) => b === audio[i]);
   const periodNs = (PERIOD_FRAMES * 1e9) / RATE;
-  const onTime = r.completions.filter((c, k) => Math.abs(c.time - r.startTime - (k + 1) * periodNs) < 1).length;
+  const onTime = r.completions.filter(
+    (c, k) => Math.abs(c.time - r.startTime - (k + 1) * periodNs) < 1,
+  ).length;
   say("");
   say(`played ${pb.data.length} bytes (${pb.data.length / 4} frames) in ${r.completions.length} messages`);
-  say(`identical to the guest's audio: ${exact ? "yes" : "NO"}; underruns: ${pb.underruns}; completions on their period's time: ${onTime}/${r.completions.length}`);
+  say(
+    `identical to the guest's audio: ${exact ? "yes" : "NO"}; underruns: ${pb.underruns}; completions on their period's time: ${onTime}/${r.completions.length}`,
+  );
   return exact && onTime === r.completions.length ? 0 : 1;
 }

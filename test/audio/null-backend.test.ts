@@ -7,8 +7,8 @@ import type { PcmParams } from "../../src/audio/pcm-params.js";
 import { BytesSource, type CaptureSource, ToneSource } from "../../src/audio/sources.js";
 import { BackendError } from "../../src/errors.js";
 import * as C from "../../src/spec/constants.js";
-import { TestGuest } from "../driver/guest.js";
-import { play, record } from "../driver/pcm-session.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
+import { play, record } from "../../src/driver/pcm-session.js";
 
 const MS = 1_000_000;
 const PERIOD = 1920;
@@ -111,7 +111,7 @@ describe("NullBackend", () => {
   });
 
   it("behind a VirtioSound: playback completes on the clock, capture delivers silence", () => {
-    const guest = new TestGuest({ audioBackend: (clock) => new NullBackend({ clock }) });
+    const guest = new SimulatedGuest({ audioBackend: (clock) => new NullBackend({ clock }) });
     guest.init();
     guest.probe();
     const p = { format: C.VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2, periodBytes: PERIOD, periods: 4 };

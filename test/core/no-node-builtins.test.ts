@@ -20,7 +20,8 @@ function files(dir: string): string[] {
 }
 
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
-const IMPORT = /(?:import|export)\s[^;]*?from\s*["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|require\s*\(\s*["']([^"']+)["']\s*\)/g;
+const IMPORT =
+  /(?:import|export)\s[^;]*?from\s*["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|require\s*\(\s*["']([^"']+)["']\s*\)/g;
 const NODE_GLOBALS = /\b(?:process\.|Buffer\.|Buffer\(|__dirname|__filename|setImmediate\s*\()/;
 
 function coreFiles(): string[] {
@@ -34,7 +35,8 @@ function coreFiles(): string[] {
 describe("the core imports no Node built-ins", () => {
   it("classifies every folder of src/ as core or Node-only", () => {
     const dirs = readdirSync(SRC).filter((n) => statSync(join(SRC, n)).isDirectory());
-    for (const d of dirs) expect([...CORE_DIRS, ...NODE_DIRS], `src/${d} is neither core nor Node-only`).toContain(d);
+    for (const d of dirs)
+      expect([...CORE_DIRS, ...NODE_DIRS], `src/${d} is neither core nor Node-only`).toContain(d);
   });
 
   it.each(coreFiles().map((f) => [relative(SRC, f), f]))("%s", (_name, file) => {
@@ -44,7 +46,8 @@ describe("the core imports no Node built-ins", () => {
       expect(builtins.has(spec), `imports Node built-in ${spec}`).toBe(false);
       // Core may import only other core modules by relative path.
       expect(spec.startsWith("."), `imports package ${spec}`).toBe(true);
-      for (const d of NODE_DIRS) expect(spec, `imports Node-only folder ${d}`).not.toMatch(new RegExp(`(^|/)${d}/`));
+      for (const d of NODE_DIRS)
+        expect(spec, `imports Node-only folder ${d}`).not.toMatch(new RegExp(`(^|/)${d}/`));
     }
     const code = text.replace(/\/\*[\s\S]*?\*\/|\/\/.*$/gm, "");
     expect(NODE_GLOBALS.test(code), "uses a Node-only global").toBe(false);

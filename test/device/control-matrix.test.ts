@@ -74,7 +74,7 @@ import {
   VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../../src/spec/constants.js";
-import { type Completion, type GuestOptions, TestGuest } from "../driver/guest.js";
+import { type Completion, type GuestOptions, SimulatedGuest } from "../../src/driver/simulated-guest.js";
 
 // ---------------------------------------------------------------------------
 // States, commands and the lifecycle of §5.14.6.6.1
@@ -114,7 +114,7 @@ const statusName = (s: number): string =>
 // Wire helpers
 // ---------------------------------------------------------------------------
 
-const u32s = (...values: number[]): Uint8Array => TestGuest.u32s(...values);
+const u32s = (...values: number[]): Uint8Array => SimulatedGuest.u32s(...values);
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -187,7 +187,7 @@ const FILL = 0xee;
  * between two guard areas, all filled with 0xee. Checks that the device wrote
  * nothing but the first `used` bytes of the response, and left the request alone.
  */
-function ctl(g: TestGuest, req: Uint8Array, respSize: number): Reply {
+function ctl(g: SimulatedGuest, req: Uint8Array, respSize: number): Reply {
   const reqArea = g.alloc(req.length + 2 * GUARD, 16);
   g.memory.fill(reqArea, req.length + 2 * GUARD, FILL);
   g.memory.write(reqArea + GUARD, req, 0, req.length);
@@ -223,8 +223,8 @@ function ctl(g: TestGuest, req: Uint8Array, respSize: number): Reply {
 
 const MEM = 1 << 20;
 
-function newGuest(opts: GuestOptions = {}): TestGuest {
-  const g = new TestGuest({ memorySize: MEM, ...opts });
+function newGuest(opts: GuestOptions = {}): SimulatedGuest {
+  const g = new SimulatedGuest({ memorySize: MEM, ...opts });
   g.init();
   return g;
 }
@@ -250,7 +250,7 @@ function commandReq(cmd: Cmd, stream: number, params: Partial<SetParamsFields> =
 }
 
 /** Drives stream `stream` into `state` with real control requests, each answered OK. */
-function reach(g: TestGuest, stream: number, state: State, params: Partial<SetParamsFields> = {}): void {
+function reach(g: SimulatedGuest, stream: number, state: State, params: Partial<SetParamsFields> = {}): void {
   for (const cmd of PATH[state]) {
     const r = ctl(g, commandReq(cmd, stream, params), 4);
     expect(statusName(r.status), `${cmd} on the way to ${STATE_NAMES[state]}`).toBe("OK");
@@ -258,7 +258,7 @@ function reach(g: TestGuest, stream: number, state: State, params: Partial<SetPa
   expect(g.device.streams[stream]!.state).toBe(state);
 }
 
-const stateOf = (g: TestGuest, stream: number): number => g.device.streams[stream]!.state;
+const stateOf = (g: SimulatedGuest, stream: number): number => g.device.streams[stream]!.state;
 
 // ---------------------------------------------------------------------------
 // What the device must answer to the information requests (from DEFAULT_CONFIG, by hand)
@@ -796,7 +796,7 @@ const STREAM_CASES = [
 const STATE_CASES = ALL_STATES.map((state) => ({ state, name: STATE_NAMES[state] }));
 
 /** Sends `row` and checks the answer; returns the state the row's stream must be in afterwards. */
-function check(g: TestGuest, row: Row, state: State): number {
+function check(g: SimulatedGuest, row: Row, state: State): number {
   const r = ctl(g, row.req, row.resp);
   let status: number | "none";
   let next: number = state;
@@ -1030,9 +1030,9 @@ interface Seg {
 
 /**
  * I/O chains of any shape, on a guest whose TX and RX queues do not interrupt
- * (the test reaps them itself; the TestGuest only knows chains it built).
+ * (the test reaps them itself; the SimulatedGuest only knows chains it built).
  */
-function rawIoGuest(): TestGuest {
+function rawIoGuest(): SimulatedGuest {
   const g = newGuest({ eventIdx: false });
   g.queues[TX]!.enableInterrupts(false);
   g.queues[RX]!.enableInterrupts(false);
@@ -1053,7 +1053,7 @@ interface RawResult {
  * that reaps it.
  */
 function rawIo(
-  g: TestGuest,
+  g: SimulatedGuest,
   queue: number,
   header: Uint8Array,
   readable: readonly number[],
@@ -1293,7 +1293,7 @@ describe("RELEASE completes every pending message before it is answered (§5.14.
     g.queueIo(0, false, buf, PERIOD);
     g.queueIo(0, false, buf + PERIOD, PERIOD);
     const order: number[] = [];
-    // Watch the interrupt line: the TestGuest's handler runs as before.
+    // Watch the interrupt line: the SimulatedGuest's handler runs as before.
     const target = g as unknown as { onInterrupt: (i: number) => void };
     const original = target.onInterrupt.bind(g);
     target.onInterrupt = (i) => {
@@ -1359,7 +1359,7 @@ describe("events", () => {
 
   it("events raised before any event buffer is queued wait, in order, for the next buffers", () => {
     // Event buffers of the test's own, reaped by the test: the event queue does not interrupt.
-    // (TestGuest.probe cannot be used here: it registers a buffer only after the kick that
+    // (SimulatedGuest.probe cannot be used here: it registers a buffer only after the kick that
     // already delivers the waiting event into it, and its interrupt handler throws.)
     const g = newGuest({ eventIdx: false });
     const q = g.queues[VIRTIO_SND_VQ_EVENT]!;

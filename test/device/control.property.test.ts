@@ -47,8 +47,8 @@ import {
   VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../../src/spec/constants.js";
-import type { Buf } from "../driver/driver-queue.js";
-import { TestGuest } from "../driver/guest.js";
+import type { Buf } from "../../src/driver/driver-queue.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 
 const OK = VIRTIO_SND_S_OK;
 const BAD_MSG = VIRTIO_SND_S_BAD_MSG;
@@ -289,7 +289,7 @@ const codeArb = fc.oneof(
 );
 
 function words(...values: number[]): Uint8Array {
-  return TestGuest.u32s(...values);
+  return SimulatedGuest.u32s(...values);
 }
 
 /** Mostly a good value, sometimes a bad one. */
@@ -445,7 +445,7 @@ describe("arbitrary control requests", () => {
         variantArb,
         fc.array(ctlStepArb, { minLength: 1, maxLength: 30, size: "max" }),
         (variant, steps) => {
-          const g = new TestGuest({ ...variant, memorySize: 1 << 20 });
+          const g = new SimulatedGuest({ ...variant, memorySize: 1 << 20 });
           g.init();
           const arena = g.alloc(ARENA, 16);
           const m: Model = { states: [IDLE, IDLE], defconf: [...JACK_DEFCONF] };
@@ -640,9 +640,9 @@ describe("arbitrary I/O messages", () => {
         ioVariant,
         fc.array(opArb, { minLength: 1, maxLength: 30, size: "max" }),
         (variant, ops) => {
-          const g = new TestGuest({ ...variant, queueSize: 256, memorySize: 4 << 20 });
+          const g = new SimulatedGuest({ ...variant, queueSize: 256, memorySize: 4 << 20 });
           g.init();
-          // The test reaps the TX and RX queues itself: the TestGuest only knows the chains it built.
+          // The test reaps the TX and RX queues itself: the SimulatedGuest only knows the chains it built.
           g.queues[TX]!.enableInterrupts(false);
           g.queues[RX]!.enableInterrupts(false);
           const outstanding = [new Map<number, Outstanding>(), new Map<number, Outstanding>()];

@@ -63,7 +63,7 @@ import {
   decodeCtlTlv,
   encodeQueryInfo,
 } from "../../src/spec/structs.js";
-import { type GuestOptions, TestGuest } from "../driver/guest.js";
+import { type GuestOptions, SimulatedGuest } from "../../src/driver/simulated-guest.js";
 
 const OK = VIRTIO_SND_S_OK;
 const BAD_MSG = VIRTIO_SND_S_BAD_MSG;
@@ -253,7 +253,7 @@ const N = CONTROLS.length;
 // Wire helpers
 // ---------------------------------------------------------------------------
 
-const u32s = (...values: number[]): Uint8Array => TestGuest.u32s(...values);
+const u32s = (...values: number[]): Uint8Array => SimulatedGuest.u32s(...values);
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -314,7 +314,7 @@ function tlvReq(
 
 const TLV_AREA = 80 * 1024;
 const FILL = 0xee;
-const areas = new WeakMap<TestGuest, { req: number; resp: number }>();
+const areas = new WeakMap<SimulatedGuest, { req: number; resp: number }>();
 
 interface Reply {
   status: number;
@@ -324,7 +324,7 @@ interface Reply {
 }
 
 /** One control request; also checks that nothing past the used length was written. */
-function ctl(g: TestGuest, req: Uint8Array, respSize: number): Reply {
+function ctl(g: SimulatedGuest, req: Uint8Array, respSize: number): Reply {
   let a = areas.get(g);
   if (a === undefined) {
     a = { req: g.alloc(TLV_AREA, 16), resp: g.alloc(TLV_AREA, 16) };
@@ -351,14 +351,14 @@ function ctl(g: TestGuest, req: Uint8Array, respSize: number): Reply {
   };
 }
 
-function guest(opts: GuestOptions = {}): TestGuest {
-  const g = new TestGuest({ memorySize: 1 << 20, config: CONFIG, ctls: true, ...opts });
+function guest(opts: GuestOptions = {}): SimulatedGuest {
+  const g = new SimulatedGuest({ memorySize: 1 << 20, config: CONFIG, ctls: true, ...opts });
   g.init();
   return g;
 }
 
 /** Reads element `id`'s 512-byte value through CTL_READ. */
-function readValue(g: TestGuest, id: number): Uint8Array {
+function readValue(g: SimulatedGuest, id: number): Uint8Array {
   const r = ctl(g, u32s(VIRTIO_SND_R_CTL_READ, id), 4 + 512);
   expect(r.status).toBe(OK);
   expect(r.used).toBe(516);
@@ -366,7 +366,7 @@ function readValue(g: TestGuest, id: number): Uint8Array {
 }
 
 /** The CTL_NOTIFY events the guest has received, decoded. */
-function ctlEvents(g: TestGuest): { code: number; controlId: number; mask: number }[] {
+function ctlEvents(g: SimulatedGuest): { code: number; controlId: number; mask: number }[] {
   return g.events
     .filter((e) => e.code === VIRTIO_SND_EVT_CTL_NOTIFY)
     .map((e) => decodeCtlEvent(dv(u32s(e.code, e.data)), 0));
@@ -384,11 +384,11 @@ describe("VIRTIO_SND_F_CTLS and the configuration space", () => {
     expect(withCtls.device.deviceFeatures & (1n << BigInt(VIRTIO_SND_F_CTLS))).not.toBe(0n);
     expect(withCtls.config()).toEqual({ jacks: 2, streams: 2, chmaps: 6, controls: N });
 
-    const plain = new TestGuest({ memorySize: 1 << 20 });
+    const plain = new SimulatedGuest({ memorySize: 1 << 20 });
     expect(plain.device.deviceFeatures & (1n << BigInt(VIRTIO_SND_F_CTLS))).toBe(0n);
     expect(plain.config().controls).toBe(0);
     // A driver cannot negotiate what the device does not offer.
-    expect(() => new TestGuest({ memorySize: 1 << 20, ctls: true }).init()).toThrow("features refused");
+    expect(() => new SimulatedGuest({ memorySize: 1 << 20, ctls: true }).init()).toThrow("features refused");
   });
 
   it("reports the count even when the driver did not negotiate the feature", () => {
@@ -1085,7 +1085,7 @@ describe("control configuration checks", () => {
   it.each(cases)("ERR_INVALID_CONFIG: %s", (_n, controls) => {
     let error: unknown;
     try {
-      new TestGuest({ memorySize: 1 << 20, config: { controls } });
+      new SimulatedGuest({ memorySize: 1 << 20, config: { controls } });
     } catch (e) {
       error = e;
     }
@@ -1094,7 +1094,7 @@ describe("control configuration checks", () => {
   });
 
   it("accepts the limits", () => {
-    const g = new TestGuest({
+    const g = new SimulatedGuest({
       memorySize: 1 << 20,
       config: {
         controls: [

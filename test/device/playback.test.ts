@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK } from "../../src/spec/constants.js";
-import { TestGuest } from "../driver/guest.js";
-import { play, record } from "../driver/pcm-session.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
+import { play, record } from "../../src/driver/pcm-session.js";
 
 /** A deterministic, non-repeating test signal: every byte position is distinguishable. */
 function signal(bytes: number, seed = 1): Uint8Array {
@@ -30,7 +30,7 @@ const variants = [
 
 describe.each(variants)("one second of 48 kHz S16 stereo ($name)", (v) => {
   it("plays exactly 192,000 bytes, in order, each period completing at its time", () => {
-    const guest = new TestGuest({ ...v, backend: { log: true } });
+    const guest = new SimulatedGuest({ ...v, backend: { log: true } });
     guest.init();
     guest.probe();
     const input = signal(192_000);
@@ -62,7 +62,7 @@ describe.each(variants)("one second of 48 kHz S16 stereo ($name)", (v) => {
 
   it("captures exactly 192,000 bytes of the source, in order, each period at its time", () => {
     const source = signal(192_000, 7);
-    const guest = new TestGuest({ ...v, backend: { input: () => source } });
+    const guest = new SimulatedGuest({ ...v, backend: { input: () => source } });
     guest.init();
     guest.probe();
     const r = record(guest, 1, 192_000, { ...S16_STEREO_48K, periodBytes: PERIOD_10MS, periods: 4 });

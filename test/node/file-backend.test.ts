@@ -10,8 +10,8 @@ import { BackendError } from "../../src/errors.js";
 import { WavFileBackend } from "../../src/node/file-backend.js";
 import { NODE_FILE_SYSTEM, type WavFileSystem, readWav } from "../../src/node/wav.js";
 import * as C from "../../src/spec/constants.js";
-import { type Completion, TestGuest } from "../driver/guest.js";
-import { play, record } from "../driver/pcm-session.js";
+import { type Completion, SimulatedGuest } from "../../src/driver/simulated-guest.js";
+import { play, record } from "../../src/driver/pcm-session.js";
 import { prng, soxAvailable, soxInfo, soxSamples32, tempDir } from "./wav-helpers.js";
 
 const HAVE_SOX = soxAvailable();
@@ -215,7 +215,7 @@ const TWO_OUTPUTS: SoundConfig = {
 
 /** Plays on several streams at once, as aplay would on each: returns each stream's completions. */
 function playTogether(
-  guest: TestGuest,
+  guest: SimulatedGuest,
   streams: { id: number; data: Uint8Array }[],
   periods = 4,
 ): Map<number, { completions: Completion[]; startTime: number }> {
@@ -258,7 +258,7 @@ function playTogether(
 describe("WavFileBackend behind a VirtioSound device", () => {
   it("records two PREPARE..RELEASE sessions of stream 0 as stream0-1.wav and stream0-2.wav, exactly", () => {
     let backend!: WavFileBackend;
-    const guest = new TestGuest({
+    const guest = new SimulatedGuest({
       audioBackend: (clock) => (backend = new WavFileBackend({ dir: tmp.path, clock })),
     });
     guest.init();
@@ -298,7 +298,9 @@ describe("WavFileBackend behind a VirtioSound device", () => {
   });
 
   it("PREPARE then RELEASE without START leaves an empty, valid file", () => {
-    const guest = new TestGuest({ audioBackend: (clock) => new WavFileBackend({ dir: tmp.path, clock }) });
+    const guest = new SimulatedGuest({
+      audioBackend: (clock) => new WavFileBackend({ dir: tmp.path, clock }),
+    });
     guest.init();
     guest.probe();
     expect(guest.setParams(0, { ...S16_STEREO_48K, bufferBytes: 4 * PERIOD, periodBytes: PERIOD })).toBe(
@@ -330,7 +332,7 @@ describe("WavFileBackend behind a VirtioSound device", () => {
       },
     };
     let backend!: WavFileBackend;
-    const guest = new TestGuest({
+    const guest = new SimulatedGuest({
       config: TWO_OUTPUTS,
       audioBackend: (clock) => (backend = new WavFileBackend({ dir: tmp.path, clock, fs })),
     });
@@ -382,7 +384,7 @@ describe("WavFileBackend behind a VirtioSound device", () => {
   it.skipIf(!existsSync("/dev/full"))(
     "a file that cannot be created (/dev/full) fails PREPARE with IO_ERR; the other stream keeps playing",
     () => {
-      const guest = new TestGuest({
+      const guest = new SimulatedGuest({
         config: TWO_OUTPUTS,
         audioBackend: (clock) =>
           new WavFileBackend({
@@ -410,7 +412,9 @@ describe("WavFileBackend behind a VirtioSound device", () => {
   );
 
   it("records from its input source when it has one, and refuses input (NOT_SUPP) when it has none", () => {
-    const without = new TestGuest({ audioBackend: (clock) => new WavFileBackend({ dir: tmp.path, clock }) });
+    const without = new SimulatedGuest({
+      audioBackend: (clock) => new WavFileBackend({ dir: tmp.path, clock }),
+    });
     without.init();
     without.probe();
     expect(without.setParams(1, { ...S16_STEREO_48K, bufferBytes: 4 * PERIOD, periodBytes: PERIOD })).toBe(
@@ -418,7 +422,7 @@ describe("WavFileBackend behind a VirtioSound device", () => {
     );
     expect(without.prepare(1)).toBe(C.VIRTIO_SND_S_NOT_SUPP);
 
-    const guest = new TestGuest({
+    const guest = new SimulatedGuest({
       audioBackend: (clock) =>
         new WavFileBackend({ dir: tmp.path, clock, input: new ToneSource({ frequency: 1000, level: 0.25 }) }),
     });

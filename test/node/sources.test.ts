@@ -6,8 +6,8 @@ import { NullBackend } from "../../src/audio/null-backend.js";
 import { WavSource } from "../../src/node/sources.js";
 import { WavWriter } from "../../src/node/wav.js";
 import * as C from "../../src/spec/constants.js";
-import { TestGuest } from "../driver/guest.js";
-import { record } from "../driver/pcm-session.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
+import { record } from "../../src/driver/pcm-session.js";
 import { intSample, intSample32, sox, soxAvailable, tempDir, testSignal } from "./wav-helpers.js";
 
 let tmp: ReturnType<typeof tempDir>;
@@ -119,7 +119,7 @@ describe("WavSource", () => {
   });
 
   it("a stream records the file through the device, then silence", () => {
-    const guest = new TestGuest({
+    const guest = new SimulatedGuest({
       audioBackend: (clock) => new NullBackend({ clock, input: new WavSource(stereo16) }),
     });
     guest.init();

@@ -19,7 +19,7 @@ import {
 } from "../../src/node/speaker-backend.js";
 import { SPEAKER_FORMATS } from "../../src/node/speaker-probe.js";
 import * as C from "../../src/spec/constants.js";
-import { TestGuest } from "../driver/guest.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { ForwardClock } from "./fixtures/speaker-cases.js";
 
 interface FakeOptions {
@@ -270,7 +270,7 @@ describe("SpeakerBackend with a fake Speaker", () => {
     const Speaker = fakeSpeakerClass({ failWrite: 6 });
     const clock = new ForwardClock();
     const backend = await SpeakerBackend.create({ speakerClass: Speaker, clock });
-    const guest = new TestGuest({
+    const guest = new SimulatedGuest({
       audioBackend: (c) => {
         clock.target = c;
         return backend;

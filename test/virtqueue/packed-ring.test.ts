@@ -16,9 +16,9 @@ import {
   VIRTQ_PACKED_DESC_F_WRITE,
 } from "../../src/virtqueue/ring-constants.js";
 import type { QueueLayout } from "../../src/virtqueue/virtqueue.js";
-import { BumpAllocator } from "../driver/allocator.js";
-import type { Buf } from "../driver/driver-queue.js";
-import { PackedDriverQueue } from "../driver/packed-driver.js";
+import { BumpAllocator } from "../../src/driver/allocator.js";
+import type { Buf } from "../../src/driver/driver-queue.js";
+import { PackedDriverQueue } from "../../src/driver/packed-driver.js";
 
 const BASE = 0x10_0000;
 const MEM_SIZE = 1 << 20;

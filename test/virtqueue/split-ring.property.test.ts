@@ -5,9 +5,9 @@ import { FlatMemory } from "../../src/memory/flat-memory.js";
 import type { GuestMemory } from "../../src/memory/guest-memory.js";
 import { type Chain, ChainFault } from "../../src/virtqueue/chain.js";
 import { SplitQueue } from "../../src/virtqueue/split-ring.js";
-import { BumpAllocator } from "../driver/allocator.js";
-import type { Buf } from "../driver/driver-queue.js";
-import { SplitDriverQueue } from "../driver/split-driver.js";
+import { BumpAllocator } from "../../src/driver/allocator.js";
+import type { Buf } from "../../src/driver/driver-queue.js";
+import { SplitDriverQueue } from "../../src/driver/split-driver.js";
 
 /** Guest memory starts at BASE; everything below it is unmapped. */
 const BASE = 0x10000;

@@ -13,8 +13,8 @@ import {
 } from "../../src/virtqueue/ring-constants.js";
 import { SplitQueue } from "../../src/virtqueue/split-ring.js";
 import type { QueueLayout, RingFeatures } from "../../src/virtqueue/virtqueue.js";
-import { BumpAllocator } from "../driver/allocator.js";
-import { SplitDriverQueue } from "../driver/split-driver.js";
+import { BumpAllocator } from "../../src/driver/allocator.js";
+import { SplitDriverQueue } from "../../src/driver/split-driver.js";
 
 const MEM_SIZE = 0x40000;
 /** Rings live below RING_END, data buffers above it. */
