@@ -298,7 +298,7 @@ export class PcmStream implements OutputSource, InputSink {
             mem.write(chain.addr[this.curSeg]! + this.curOff, src, offset + done, n);
           } catch (err) {
             if (!(err instanceof GuestMemoryError)) throw err;
-            this.completeHead(VIRTIO_SND_S_IO_ERR, 0);
+            this.completeHead(VIRTIO_SND_S_IO_ERR, this.curFilled + STATUS_SIZE);
             continue;
           }
           done += n;

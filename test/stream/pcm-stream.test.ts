@@ -771,7 +771,10 @@ describe("PcmStream", () => {
             for (const b of built) expect(rig.enqueue(b)).toBe(true);
             const got: number[] = [];
             for (let i = 0; got.length < start; i++) {
-              got.push(...rig.read(reads[i % reads.length]!));
+              const chunk = rig.read(reads[i % reads.length]!);
+              // Data is pending: every read must make progress (no silent stall, no endless loop).
+              expect(chunk.length).toBeGreaterThan(0);
+              got.push(...chunk);
               // Exactly the messages whose last byte has been read are complete.
               expect(rig.queue.pushes).toHaveLength(ends.filter((e) => e <= got.length).length);
             }
