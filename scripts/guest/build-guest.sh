@@ -2,7 +2,7 @@
 # Build the Linux test guest: a Debian backports kernel (it has CONFIG_SND_VIRTIO
 # as a module) and a small busybox + alsa-utils initramfs.
 #
-#   scripts/guest/build-guest.sh [CACHE_DIR]     (default: <repo>/.cache/guest)
+#   scripts/guest/build-guest.sh [CACHE_DIR]     (default: $VSND_GUEST_CACHE, else ${XDG_CACHE_HOME:-~/.cache}/virtio-snd/guest)
 #
 # Outputs, in CACHE_DIR:
 #   vmlinuz              the kernel
@@ -41,7 +41,7 @@ log() { echo "build-guest: $*" >&2; }
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
-CACHE_DIR="${1:-$REPO_DIR/.cache/guest}"
+CACHE_DIR="${1:-${VSND_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/virtio-snd/guest}}"
 mkdir -p "$CACHE_DIR"
 CACHE_DIR="$(cd "$CACHE_DIR" && pwd)"
 SCRIPT_HASH="$(sha256sum "${BASH_SOURCE[0]}" | cut -d' ' -f1)"

@@ -23,15 +23,20 @@ import { execFile, execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { gzipSync } from "node:zlib";
 
 export const REPO_DIR = resolve(import.meta.dirname, "../..");
 export const BUILD_SCRIPT = join(REPO_DIR, "scripts/guest/build-guest.sh");
 export const INSTALL_SCRIPT = join(REPO_DIR, "scripts/guest/install-qemu.sh");
-/** Where the guest is built: $VSND_GUEST_CACHE, else <repo>/.cache/guest. */
-export const DEFAULT_GUEST_DIR = process.env["VSND_GUEST_CACHE"] ?? join(REPO_DIR, ".cache/guest");
+/**
+ * Where the guest is built: $VSND_GUEST_CACHE, else the user's cache folder,
+ * so every checkout on a machine (and every CI run) shares one build.
+ */
+export const DEFAULT_GUEST_DIR =
+  process.env["VSND_GUEST_CACHE"] ??
+  join(process.env["XDG_CACHE_HOME"] ?? join(homedir(), ".cache"), "virtio-snd/guest");
 /** Kernel command line; bootGuest adds options.append after it. */
 export const DEFAULT_APPEND = "console=ttyS0 quiet loglevel=3 panic=-1";
 
