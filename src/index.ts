@@ -86,3 +86,26 @@ export {
   type PcmFormatSpec,
   type StreamConverterOptions,
 } from "./audio/convert.js";
+export { NullBackend, type NullBackendOptions } from "./audio/null-backend.js";
+export { PacedInputVoice, openCaptureVoice } from "./audio/paced-input-voice.js";
+export {
+  BytesSource,
+  SilenceSource,
+  ToneSource,
+  type CaptureParams,
+  type CaptureReader,
+  type CaptureSource,
+  type ToneOptions,
+} from "./audio/sources.js";
+export {
+  SimulatedGuest,
+  controlName,
+  type Completion,
+  type ControlLogEntry,
+  type ControlReply,
+  type GuestOptions,
+} from "./driver/simulated-guest.js";
+export { play, record, periodBytesFor, type SessionParams } from "./driver/pcm-session.js";
+export { SplitDriverQueue } from "./driver/split-driver.js";
+export { PackedDriverQueue } from "./driver/packed-driver.js";
+export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";
