@@ -190,7 +190,7 @@ function invalid(message: string): never {
 function dirValue(d: Direction, where: string): number {
   if (d === "output") return VIRTIO_SND_D_OUTPUT;
   if (d === "input") return VIRTIO_SND_D_INPUT;
-  return invalid(`${where}: direction must be "output" or "input"`);
+  return invalid(`${where}.direction must be "output" or "input"`);
 }
 
 function u8(v: number, where: string): number {
@@ -208,24 +208,24 @@ export function streamInfo(s: StreamConfig, i: number): StreamInfo {
   let formats = 0n;
   for (const f of s.formats ?? DEFAULT_FORMATS) {
     if (!Number.isInteger(f) || f < 0 || f >= VIRTIO_SND_PCM_FMT_COUNT)
-      invalid(`${where}: unknown format ${f}`);
+      invalid(`${where}.formats: unknown format ${f}`);
     formats |= 1n << BigInt(f);
   }
   let rates = 0n;
   for (const hz of s.rates ?? DEFAULT_RATES) {
     const idx = PCM_RATE_HZ.indexOf(hz);
-    if (idx < 0) invalid(`${where}: ${hz} Hz is not a rate the spec names`);
+    if (idx < 0) invalid(`${where}.rates: ${hz} Hz is not a rate the spec names`);
     rates |= 1n << BigInt(idx);
   }
-  if (formats === 0n) invalid(`${where}: no formats`);
-  if (rates === 0n) invalid(`${where}: no rates`);
+  if (formats === 0n) invalid(`${where}.formats: none given`);
+  if (rates === 0n) invalid(`${where}.rates: none given`);
   const channelsMin = u8(s.channelsMin ?? 1, `${where}.channelsMin`);
   const channelsMax = u8(s.channelsMax ?? 8, `${where}.channelsMax`);
   // Linux rejects a stream with channels_min 0 or min > max (virtio_pcm.c).
   if (channelsMin < 1 || channelsMin > channelsMax) invalid(`${where}: need 1 <= channelsMin <= channelsMax`);
-  const features = s.features ?? 1 << VIRTIO_SND_PCM_F_EVT_XRUNS;
+  const features = u32(s.features ?? 1 << VIRTIO_SND_PCM_F_EVT_XRUNS, `${where}.features`);
   if ((features & ~OFFERABLE_PCM_FEATURES) !== 0) {
-    invalid(`${where}: only MSG_POLLING, EVT_SHMEM_PERIODS and EVT_XRUNS can be offered`);
+    invalid(`${where}.features: only MSG_POLLING, EVT_SHMEM_PERIODS and EVT_XRUNS can be offered`);
   }
   return {
     direction: dirValue(s.direction, where),
@@ -252,10 +252,10 @@ export function jackState(j: JackConfig, i: number): JackState {
 export function chmapInfo(c: ChmapConfig, i: number): ChmapInfo {
   const where = `chmaps[${i}]`;
   if (c.positions.length < 1 || c.positions.length > VIRTIO_SND_CHMAP_MAX_SIZE) {
-    invalid(`${where}: 1 to ${VIRTIO_SND_CHMAP_MAX_SIZE} positions`);
+    invalid(`${where}.positions: need 1 to ${VIRTIO_SND_CHMAP_MAX_SIZE}, got ${c.positions.length}`);
   }
   for (const p of c.positions) {
-    if (!Number.isInteger(p) || p < 0 || p > 36) invalid(`${where}: unknown channel position ${p}`);
+    if (!Number.isInteger(p) || p < 0 || p > 36) invalid(`${where}.positions: unknown channel position ${p}`);
   }
   return {
     direction: dirValue(c.direction, where),

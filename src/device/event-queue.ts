@@ -9,11 +9,12 @@ const MAX_PENDING_EVENTS = 256;
 
 /**
  * The event queue (§5.14.6.2): the driver fills it with empty buffers; the
- * device keeps them until it has something to say. Events raised while no
- * buffer is available wait, in order, for the next one.
+ * device takes one from the ring only when it has something to say, so it
+ * never holds a buffer between calls and the ring position it reports when
+ * the queue stops (vhost-user GET_VRING_BASE) accounts for every buffer.
+ * Events raised while no buffer is available wait, in order, for the next one.
  */
 export class EventQueue {
-  private readonly buffers: Chain[] = [];
   private readonly waiting: number[] = []; // pairs: code, data
   private readonly scratch = new Uint8Array(VIRTIO_SND_EVENT_SIZE);
   private readonly scratchView = new DataView(this.scratch.buffer);
@@ -26,8 +27,32 @@ export class EventQueue {
     private readonly markUsed: (queue: DeviceQueue) => void,
   ) {}
 
-  /** Takes the buffers the driver made available; delivers waiting events into them. */
+  /** The driver made buffers available: delivers waiting events into them. */
   collect(): void {
+    while (this.waiting.length > 0) {
+      const chain = this.nextBuffer();
+      if (chain === null) return;
+      const code = this.waiting.shift()!;
+      const data = this.waiting.shift()!;
+      this.deliver(chain, code, data);
+    }
+  }
+
+  post(code: number, data: number): void {
+    this.waiting.push(code, data);
+    this.collect();
+    if (this.waiting.length > MAX_PENDING_EVENTS * 2) {
+      this.waiting.splice(0, 2);
+      this.dropped++;
+    }
+  }
+
+  get waitingCount(): number {
+    return this.waiting.length / 2;
+  }
+
+  /** The next usable buffer from the ring, or null. */
+  private nextBuffer(): Chain | null {
     for (let chain = this.queue.pop(); chain !== null; chain = this.queue.pop()) {
       // §5.14.4: event buffers are write-only and at least 8 bytes; anything else goes back unused.
       if (chain.fault !== 0 || chain.readableCount > 0 || chain.writableBytes < VIRTIO_SND_EVENT_SIZE) {
@@ -35,37 +60,12 @@ export class EventQueue {
         this.markUsed(this.queue);
         continue;
       }
-      this.buffers.push(chain);
+      return chain;
     }
-    while (this.waiting.length > 0 && this.buffers.length > 0) {
-      const code = this.waiting.shift()!;
-      const data = this.waiting.shift()!;
-      this.deliver(code, data);
-    }
+    return null;
   }
 
-  post(code: number, data: number): void {
-    if (this.buffers.length > 0 && this.waiting.length === 0) {
-      this.deliver(code, data);
-      return;
-    }
-    if (this.waiting.length >= MAX_PENDING_EVENTS * 2) {
-      this.waiting.splice(0, 2);
-      this.dropped++;
-    }
-    this.waiting.push(code, data);
-  }
-
-  get bufferCount(): number {
-    return this.buffers.length;
-  }
-
-  get waitingCount(): number {
-    return this.waiting.length / 2;
-  }
-
-  private deliver(code: number, data: number): void {
-    const chain = this.buffers.shift()!;
+  private deliver(chain: Chain, code: number, data: number): void {
     this.scratchView.setUint32(0, code, true);
     this.scratchView.setUint32(4, data >>> 0, true);
     let written = 0;

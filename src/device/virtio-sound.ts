@@ -390,7 +390,14 @@ export class VirtioSound {
   }
 
   private postEvent(code: number, data: number): void {
-    this.events?.post(code, data);
+    // A device that needs a reset leaves its rings alone (and the driver re-reads everything after the reset).
+    if (this.broken !== null) return;
+    try {
+      // Takes a buffer from the ring: an unusable ring puts the device into needs-reset, it does not throw.
+      this.events?.post(code, data);
+    } catch (err) {
+      this.fatal(err);
+    }
   }
 
   private markUsed(queue: DeviceQueue): void {
