@@ -8,6 +8,7 @@ import {
   VIRTIO_F_RING_PACKED,
   VIRTIO_F_VERSION_1,
   VIRTIO_ID_SOUND,
+  VIRTIO_SND_D_INPUT,
   VIRTIO_SND_D_OUTPUT,
   VIRTIO_SND_EVT_JACK_CONNECTED,
   VIRTIO_SND_EVT_CTL_NOTIFY,
@@ -36,6 +37,7 @@ import {
 import { type Chain, readFromChain } from "../virtqueue/chain.js";
 import { PackedQueue } from "../virtqueue/packed-ring.js";
 import { SplitQueue } from "../virtqueue/split-ring.js";
+import type { DeviceTracer } from "../trace/recorder.js";
 import type { DeviceQueue, QueueLayout } from "../virtqueue/virtqueue.js";
 import {
   type ChmapInfo,
@@ -76,6 +78,11 @@ export interface VirtioSoundOptions {
    * change is undone and the guest gets VIRTIO_SND_S_IO_ERR.
    */
   readonly onControlChange?: (change: ControlChange) => void;
+  /**
+   * Records the session as a trace (a TraceRecorder, src/trace/): driver and
+   * host actions, and every chain taken and returned. Costs nothing when absent.
+   */
+  readonly recorder?: DeviceTracer;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -126,6 +133,7 @@ export class VirtioSound {
     if (options.packed !== false) features |= bit(VIRTIO_F_RING_PACKED);
     if (this.controls.length > 0) features |= bit(VIRTIO_SND_F_CTLS);
     this.deviceFeatures = features;
+    options.recorder?.attach({ features, config, clock: options.clock, memory: this.memory });
 
     this.host = {
       memory: this.memory,
@@ -190,7 +198,9 @@ export class VirtioSound {
    * set) when it names features the device did not offer or lacks VERSION_1.
    */
   setDriverFeatures(features: bigint): boolean {
-    if ((features & ~this.deviceFeatures) !== 0n || (features & bit(VIRTIO_F_VERSION_1)) === 0n) {
+    const refused = (features & ~this.deviceFeatures) !== 0n || (features & bit(VIRTIO_F_VERSION_1)) === 0n;
+    this.options.recorder?.features(features, !refused);
+    if (refused) {
       this.featuresAccepted = false;
       return false;
     }
@@ -223,11 +233,12 @@ export class VirtioSound {
     };
     try {
       const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
-      const queue = packed
+      let queue: DeviceQueue = packed
         ? new PackedQueue(this.memory, layout, features)
         : new SplitQueue(this.memory, layout, features);
       if (base !== undefined) queue.setBase(base);
       queue.enableNotifications(true);
+      queue = this.options.recorder?.queue(index, queue, base) ?? queue;
       this.queues[index] = queue;
       if (index === VIRTIO_SND_VQ_EVENT) {
         this.events = new EventQueue(
@@ -245,7 +256,18 @@ export class VirtioSound {
   stopQueue(index: number): number {
     const queue = this.queues[index];
     if (queue === null || queue === undefined) return 0;
+    if (index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX) {
+      // Chains the streams still hold would otherwise be lost to the driver: return them first.
+      const direction = index === VIRTIO_SND_VQ_TX ? VIRTIO_SND_D_OUTPUT : VIRTIO_SND_D_INPUT;
+      try {
+        for (const s of this.streams) if (s.direction === direction) s.returnPending();
+        this.flush();
+      } catch (err) {
+        this.fatal(err);
+      }
+    }
     const base = queue.getBase();
+    this.options.recorder?.stopQueue(index, base);
     this.queues[index] = null;
     if (index === VIRTIO_SND_VQ_EVENT) this.events = null;
     return base;
@@ -257,6 +279,7 @@ export class VirtioSound {
 
   /** The driver notified queue `index` (a "kick"). */
   notify(index: number): void {
+    this.options.recorder?.kick(index);
     if (this.broken !== null) return;
     try {
       switch (index) {
@@ -281,6 +304,7 @@ export class VirtioSound {
 
   /** Device reset (§2.4): every stream stops and forgets, queues are dropped. */
   reset(): void {
+    this.options.recorder?.reset();
     for (const s of this.streams) s.reset();
     this.queues.fill(null);
     this.dirty.fill(false);
@@ -298,6 +322,7 @@ export class VirtioSound {
 
   /** Plugs or unplugs jack `jackId`, notifying the driver. */
   setJackConnected(jackId: number, connected: boolean): void {
+    this.options.recorder?.jack(jackId, connected);
     const jack = this.jacks[jackId];
     if (jack === undefined) throw new VirtioSndError("ERR_INVALID_STATE", `no jack ${jackId}`);
     if (jack.connected === connected) return;
@@ -315,16 +340,19 @@ export class VirtioSound {
    * Throws ERR_INVALID_STATE for an unknown element or a value it cannot hold.
    */
   setControlValue(controlId: number, values: ControlValueInput): boolean {
+    this.options.recorder?.control("value", controlId, values);
     return this.controlChange(() => this.controls.setValue(controlId, values));
   }
 
   /** Replaces control element `controlId`'s metadata (mask TLV). Returns whether it changed. */
   setControlTlv(controlId: number, tlv: CtlTlv | Uint8Array): boolean {
+    this.options.recorder?.control("tlv", controlId, tlv);
     return this.controlChange(() => this.controls.setTlv(controlId, tlv));
   }
 
   /** Marks control element `controlId` active or INACTIVE (mask INFO). Returns whether it changed. */
   setControlActive(controlId: number, active: boolean): boolean {
+    this.options.recorder?.control("active", controlId, active);
     return this.controlChange(() => this.controls.setActive(controlId, active));
   }
 
@@ -410,7 +438,10 @@ export class VirtioSound {
       if (!this.dirty[i]) continue;
       this.dirty[i] = false;
       const queue = this.queues[i];
-      if (queue !== null && queue !== undefined && queue.needsInterrupt()) this.options.interrupt(i);
+      if (queue !== null && queue !== undefined && queue.needsInterrupt()) {
+        this.options.recorder?.interrupt(i);
+        this.options.interrupt(i);
+      }
     }
   }
 
@@ -422,6 +453,7 @@ export class VirtioSound {
         ? error
         : new VirtqueueBrokenError(`device error: ${error.message}`, { cause: error });
     for (const s of this.streams) s.reset();
+    this.options.recorder?.needsReset(this.broken);
     this.options.onNeedsReset?.(this.broken);
   }
 }

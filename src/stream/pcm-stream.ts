@@ -415,6 +415,16 @@ export class PcmStream implements OutputSource, InputSink {
     else this.curLeft = -1;
   }
 
+  /**
+   * The queue is being stopped (vhost-user GET_VRING_BASE, a paused VM): give
+   * every pending message back now, while its ring still exists, so the ring
+   * position handed over is exact. TX messages not played are failed; RX
+   * messages keep what they recorded.
+   */
+  returnPending(): void {
+    this.failAll(this.direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_S_IO_ERR : VIRTIO_SND_S_OK);
+  }
+
   /** Completes every pending message with `status` (RX messages keep what they recorded). */
   private failAll(status: number): void {
     const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
