@@ -14,7 +14,9 @@ export type ErrorCode =
   /** An audio backend cannot open or keep a voice. */
   | "ERR_BACKEND"
   /** An audio backend does not support the requested parameters. */
-  | "ERR_BACKEND_NOT_SUPPORTED";
+  | "ERR_BACKEND_NOT_SUPPORTED"
+  /** A recorded trace is malformed or cannot be replayed (src/trace/). */
+  | "ERR_INVALID_TRACE";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

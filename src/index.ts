@@ -109,3 +109,40 @@ export { play, record, periodBytesFor, type SessionParams } from "./driver/pcm-s
 export { SplitDriverQueue } from "./driver/split-driver.js";
 export { PackedDriverQueue } from "./driver/packed-driver.js";
 export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";
+export {
+  TRACE_FORMAT,
+  TRACE_VERSION,
+  TraceDecoder,
+  TraceError,
+  encodeEvent,
+  encodeHeader,
+  encodeTrace,
+  parseTrace,
+  type AvailEvent,
+  type ControlEvent,
+  type ControlOp,
+  type RingKind,
+  type Trace,
+  type TraceEvent,
+  type TraceEventType,
+  type TraceHeader,
+  type TraceSegment,
+  type UsedEvent,
+} from "./trace/format.js";
+export {
+  MemoryTraceSink,
+  TraceRecorder,
+  type DeviceTracer,
+  type TraceDeviceInfo,
+  type TraceRecorderOptions,
+  type TraceSink,
+} from "./trace/recorder.js";
+export {
+  describeDivergence,
+  replayTrace,
+  type Divergence,
+  type DivergenceReason,
+  type ReplayOptions,
+  type ReplayResult,
+  type ReplayStats,
+} from "./trace/replayer.js";

@@ -67,6 +67,8 @@ export interface GuestOptions {
   onControlChange?: VirtioSoundOptions["onControlChange"];
   /** Told about every control request and its answer, for logs and demos. */
   log?: (message: ControlLogEntry) => void;
+  /** Passed to the device (VirtioSoundOptions.recorder): records the session as a trace. */
+  recorder?: VirtioSoundOptions["recorder"];
 }
 
 /** One control request as the guest saw it. */
@@ -192,6 +194,7 @@ export class SimulatedGuest {
         this.onStreamEvent?.(e);
       },
       ...(options.onControlChange !== undefined ? { onControlChange: options.onControlChange } : {}),
+      ...(options.recorder !== undefined ? { recorder: options.recorder } : {}),
     });
   }
 

@@ -23,3 +23,4 @@ export {
 export { WavFileBackend, type WavFileBackendOptions, type WavFileRecord } from "./file-backend.js";
 export { WavSource } from "./sources.js";
 export { WavWriter, parseWav, pcmFormatName, readWav, type WavData, type WavWriterOptions } from "./wav.js";
+export { TraceFileWriter, readTraceFile, readTraceLines, type TraceFileWriterOptions } from "./trace-file.js";

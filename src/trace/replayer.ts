@@ -1,0 +1,1317 @@
+/**
+ * Replaying a recorded trace (format.ts) against a fresh device, without a VM.
+ *
+ * The replayer builds the device the header describes, on a VirtualClock with
+ * a MemoryBackend, in its own guest memory with real split or packed rings
+ * (SplitDriverQueue / PackedDriverQueue from src/driver/). It then does what
+ * the recorded driver and host did, at the recorded times: feature
+ * negotiation, queue setup, kicks, resets, jack and control changes. Each
+ * recorded chain is rebuilt with the same descriptor layout and readable bytes
+ * and made available when the device looks for a chain on that queue after the
+ * action that preceded it in the trace (the device took it then too).
+ *
+ * What the device returns is compared with what the recorded device returned:
+ *   - control and event queues: every completion, in order, used length and bytes;
+ *   - tx and rx: per stream, completions in the same order, the used length, the
+ *     captured data (rx) byte for byte and the status code (latency_bytes only
+ *     with `compareLatency`: it measures the backend's timing);
+ *   - tx: the bytes the backend played equal the recorded messages' audio, in
+ *     order (a message returned early, by RELEASE or a stopped queue, up to
+ *     where the device had read it);
+ *   - feature negotiation answers and needs-reset.
+ * Timing is not compared: a real-time recording and a virtual replay complete
+ * messages at slightly different instants. The order within a queue (control,
+ * event) or a stream (tx, rx) is.
+ *
+ * Capture input: by default, each capture session (PREPARE to RELEASE) of an
+ * input stream gets the bytes the recorded guest received in that session (the
+ * rx completions' data, concatenated), delivered at the stream's rate; bytes
+ * only count as taken when a buffer took them, so an overrun in the replay does
+ * not shift what follows. Give `input` (as MemoryBackendOptions.input) to
+ * capture from a known source instead, which also checks the recorded rx data.
+ *
+ * No Node built-ins: this is core code.
+ */
+import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
+import { VirtualClock } from "../audio/clock.js";
+import { MemoryBackend, type MemoryPlayback } from "../audio/memory-backend.js";
+import { PacedVoice, periodFrames } from "../audio/paced-voice.js";
+import { type PcmParams, fillSilence, silencePattern } from "../audio/pcm-params.js";
+import type { ControlValueInput } from "../device/controls.js";
+import { VirtioSound } from "../device/virtio-sound.js";
+import { BumpAllocator } from "../driver/allocator.js";
+import type { Buf, DriverQueue } from "../driver/driver-queue.js";
+import { PackedDriverQueue } from "../driver/packed-driver.js";
+import { SplitDriverQueue } from "../driver/split-driver.js";
+import { FlatMemory } from "../memory/flat-memory.js";
+import {
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_SND_R_PCM_PREPARE,
+  VIRTIO_SND_R_PCM_RELEASE,
+  VIRTIO_SND_R_PCM_SET_PARAMS,
+  VIRTIO_SND_S_OK,
+  VIRTIO_SND_VQ_CONTROL,
+  VIRTIO_SND_VQ_EVENT,
+  VIRTIO_SND_VQ_RX,
+  VIRTIO_SND_VQ_TX,
+} from "../spec/constants.js";
+import type { CtlTlv } from "../spec/structs.js";
+import type { Chain } from "../virtqueue/chain.js";
+import type { DeviceQueue } from "../virtqueue/virtqueue.js";
+import { firstDifference, sha256Hex, toHex } from "./bytes.js";
+import {
+  type AvailEvent,
+  type Trace,
+  type TraceEvent,
+  TraceError,
+  type UsedEvent,
+  parseTrace,
+} from "./format.js";
+import type { DeviceTracer } from "./recorder.js";
+
+export interface ReplayOptions {
+  /**
+   * What input stream `streamId` captures, as MemoryBackendOptions.input (the
+   * bytes from START on, then silence). Default: the bytes the recorded guest
+   * received in the same capture session.
+   */
+  readonly input?: (streamId: number, params: PcmParams) => Uint8Array;
+  /**
+   * For traces with TX audio stored as hashes: all the audio the guest sent on
+   * stream `streamId`, in order. Each hashed descriptor is filled from it and
+   * checked against its hash. Without it, hashed descriptors get a
+   * deterministic pattern.
+   */
+  readonly txAudio?: (streamId: number) => Uint8Array;
+  /** Also compare latency_bytes in tx/rx statuses (default false: it depends on timing). */
+  readonly compareLatency?: boolean;
+  /**
+   * Virtual time (ns) the replay may run past the last event for the device to
+   * complete what the recording completed (default 1 s).
+   */
+  readonly graceNs?: number;
+  /** Replay guest memory in bytes (default 64 MiB): rings and every chain in flight. */
+  readonly memorySize?: number;
+  /**
+   * Frames the replay's voices play or capture per tick (default: one period,
+   * as the memory, null and paced capture backends do). Messages cut short by
+   * STOP and RELEASE compare exactly only when this matches the recording's backend.
+   */
+  readonly chunkFrames?: number;
+  /**
+   * The longest trace replayed, in trace time (default 24 hours): a later
+   * event is refused, as a running voice ticks through all the time in between.
+   */
+  readonly maxTimeNs?: number;
+}
+
+export type DivergenceReason =
+  /** The used length differs. */
+  | "length"
+  /** The bytes written differ. */
+  | "bytes"
+  /** Another message completed first. */
+  | "order"
+  /** The device completed a message the recording never completed. */
+  | "unexpected"
+  /** The recording completed a message the replay did not (by the end, plus graceNs). */
+  | "missing"
+  /** The backend played other bytes than the messages held. */
+  | "played"
+  /** Hashed TX audio supplied by `txAudio` does not match its hash. */
+  | "tx-audio"
+  /** The device accepted or refused features differently, or offers other features. */
+  | "features"
+  /** One device needed a reset and the other did not. */
+  | "needs-reset"
+  /** The device broke the ring protocol (a used id not in flight). */
+  | "ring";
+
+export interface Divergence {
+  readonly reason: DivergenceReason;
+  /** The queue (0 control, 1 event, 2 tx, 3 rx), or -1. */
+  readonly queue: number;
+  /** The message (the chain's "seq") the divergence is about, or -1. */
+  readonly message: number;
+  /** tx/rx: the stream the message is for. */
+  readonly stream?: number;
+  /** "order": the message the replay completed instead. */
+  readonly actualMessage?: number;
+  /** "unexpected": the message the recording completed next. */
+  readonly expectedMessage?: number;
+  /** Lowercase hex of what the recording has and what the replay produced ("" when there are no bytes). */
+  readonly expected: string;
+  readonly actual: string;
+  /** Which bytes were compared: a control response, an event, rx data, a tx/rx status, played audio. */
+  readonly part?: "response" | "event" | "data" | "status" | "played" | "hash";
+  /** The first byte that differs, within `part`. */
+  readonly offset?: number;
+  /**
+   * Trace time (ns) and line of the recorded event the divergence is about
+   * (for "unexpected": the replay's time, and the line where the chain was taken).
+   */
+  readonly t: number;
+  readonly line: number;
+  /** What went wrong, in words. */
+  readonly detail: string;
+}
+
+export interface ReplayStats {
+  /** Events in the trace. */
+  readonly events: number;
+  /** Chains made available to the device. */
+  chains: number;
+  /** Completions the device made. */
+  completions: number;
+  /** Completions past the end of the trace that the recording did not have (not divergences). */
+  extraCompletions: number;
+  /** Bytes played per output stream and captured per input stream. */
+  readonly played: Record<number, number>;
+  readonly captured: Record<number, number>;
+  /** Virtual time at the end of the replay (ns). */
+  endTime: number;
+}
+
+export type ReplayResult =
+  | { readonly ok: true; readonly stats: ReplayStats }
+  | {
+      readonly ok: false;
+      readonly divergence: Divergence;
+      readonly message: string;
+      readonly stats: ReplayStats;
+    };
+
+/**
+ * Replays a trace (its text, its lines, or a parsed Trace) and compares the
+ * device's answers with the recorded ones. Returns the first divergence, or
+ * ok. A malformed trace, or one this replayer cannot reproduce, throws a
+ * TraceError naming the line.
+ */
+export function replayTrace(
+  input: string | readonly string[] | Trace,
+  options: ReplayOptions = {},
+): ReplayResult {
+  const trace =
+    typeof input === "string" || Array.isArray(input) ? parseTrace(input as string | string[]) : input;
+  return new Replay(trace as Trace, options).run();
+}
+
+// ---------------------------------------------------------------------------------------
+// What the trace says, worked out before the replay
+// ---------------------------------------------------------------------------------------
+
+const QUEUE_NAMES = ["control", "event", "tx", "rx"];
+const XFER_SIZE = 4;
+const STATUS_SIZE = 8;
+const MEMORY_BASE = 0x10_0000;
+const RING_AREA = 4 * 1024 * 1024;
+
+interface ChainInfo {
+  readonly index: number;
+  readonly ev: AvailEvent;
+  /** tx/rx: the stream the xfer header names; -1 when unknown. */
+  readonly stream: number;
+}
+
+interface ExpectedUse {
+  readonly index: number;
+  readonly ev: UsedEvent;
+  readonly chain: ChainInfo;
+  /** tx: completed by a RELEASE or SET_PARAMS of its stream (it may have been played only in part). */
+  readonly cut: boolean;
+}
+
+const INPUT_EVENTS = new Set<TraceEvent["ev"]>([
+  "features",
+  "queue",
+  "stop",
+  "kick",
+  "reset",
+  "jack",
+  "control",
+]);
+
+function u32le(b: Uint8Array, off: number): number {
+  return ((b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) >>> 0) + b[off + 3]! * 0x100_0000;
+}
+
+/** The first `n` readable bytes of a chain, when they are recorded in full. */
+function readablePrefix(ev: AvailEvent, n: number): Uint8Array | null {
+  const out = new Uint8Array(n);
+  let got = 0;
+  for (const seg of ev.r) {
+    if (got >= n) break;
+    if (!("data" in seg)) return null;
+    const k = Math.min(n - got, seg.len);
+    out.set(seg.data.subarray(0, k), got);
+    got += k;
+  }
+  return got >= n ? out : null;
+}
+
+function bucketOf(q: number, stream: number): string {
+  return q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? `${q}:${stream}` : `${q}`;
+}
+
+class Analysis {
+  readonly avail: ChainInfo[][] = [[], [], [], []];
+  readonly expected = new Map<string, ExpectedUse[]>();
+  /** Per bucket: message seq → its position in `expected`. */
+  readonly position = new Map<string, Map<number, number>>();
+  /** Per input stream: the rx data of each capture session. */
+  readonly rxSessions = new Map<number, Uint8Array[][]>();
+  /** For each event: the index of the next input event after it. */
+  readonly nextInput: Int32Array;
+  /** For each event: whether a needs-reset event comes at or after it before the next reset. */
+  readonly breakAhead: Uint8Array;
+
+  constructor(readonly trace: Trace) {
+    const events = trace.events;
+    const bySeq = [0, 1, 2, 3].map(() => new Map<number, ChainInfo>());
+    let control: { seq: number; code: number; stream: number } | null = null;
+    const voiceOpen = new Map<number, boolean>();
+    const session = new Map<number, number>();
+
+    events.forEach((e, index) => {
+      if (e.ev === "avail") {
+        let stream = -1;
+        if (e.q === VIRTIO_SND_VQ_TX || e.q === VIRTIO_SND_VQ_RX) {
+          const hdr = readablePrefix(e, XFER_SIZE);
+          if (hdr !== null) stream = u32le(hdr, 0);
+        }
+        const info: ChainInfo = { index, ev: e, stream };
+        this.avail[e.q]!.push(info);
+        bySeq[e.q]!.set(e.seq, info);
+        if (e.q === VIRTIO_SND_VQ_CONTROL) {
+          const req = readablePrefix(e, 8);
+          control = req === null ? null : { seq: e.seq, code: u32le(req, 0), stream: u32le(req, 4) };
+        }
+      } else if (e.ev === "used") {
+        const chain = bySeq[e.q]!.get(e.seq);
+        if (chain === undefined) {
+          throw new TraceError(trace.lines[index] ?? 0, `chain ${e.seq} of queue ${e.q} was never taken`);
+        }
+        const bucket = bucketOf(e.q, chain.stream);
+        const cut =
+          e.q === VIRTIO_SND_VQ_TX &&
+          control !== null &&
+          control.stream === chain.stream &&
+          (control.code === VIRTIO_SND_R_PCM_RELEASE || control.code === VIRTIO_SND_R_PCM_SET_PARAMS);
+        let list = this.expected.get(bucket);
+        if (list === undefined) this.expected.set(bucket, (list = []));
+        let pos = this.position.get(bucket);
+        if (pos === undefined) this.position.set(bucket, (pos = new Map()));
+        pos.set(e.seq, list.length);
+        list.push({ index, ev: e, chain, cut });
+        if (e.q === VIRTIO_SND_VQ_RX && chain.stream >= 0) {
+          const s = chain.stream;
+          let sessions = this.rxSessions.get(s);
+          if (sessions === undefined) this.rxSessions.set(s, (sessions = []));
+          const k = Math.max(0, session.get(s) ?? 0);
+          while (sessions.length <= k) sessions.push([]);
+          sessions[k]!.push(e.data.subarray(0, Math.max(0, e.data.length - STATUS_SIZE)));
+        }
+        if (e.q === VIRTIO_SND_VQ_CONTROL && control !== null && control.seq === e.seq) {
+          // Voices open at a PREPARE after SET_PARAMS or RELEASE and close at those: capture sessions.
+          const ok = e.len >= 4 && e.data.length >= 4 && u32le(e.data, 0) === VIRTIO_SND_S_OK;
+          const s = control.stream;
+          if (
+            ok &&
+            (control.code === VIRTIO_SND_R_PCM_SET_PARAMS || control.code === VIRTIO_SND_R_PCM_RELEASE)
+          ) {
+            voiceOpen.set(s, false);
+          } else if (ok && control.code === VIRTIO_SND_R_PCM_PREPARE && voiceOpen.get(s) !== true) {
+            voiceOpen.set(s, true);
+            session.set(s, (session.get(s) ?? -1) + 1);
+          }
+          control = null;
+        }
+      } else if (e.ev === "reset") {
+        control = null;
+        voiceOpen.clear();
+      }
+    });
+
+    this.nextInput = new Int32Array(events.length + 1);
+    this.breakAhead = new Uint8Array(events.length + 1);
+    let next = events.length;
+    let breaks = 0;
+    for (let i = events.length - 1; i >= 0; i--) {
+      this.nextInput[i] = next;
+      const ev = events[i]!.ev;
+      if (INPUT_EVENTS.has(ev)) next = i;
+      if (ev === "needs-reset") breaks = 1;
+      else if (ev === "reset") breaks = 0;
+      this.breakAhead[i] = breaks;
+    }
+    this.nextInput[events.length] = events.length;
+    this.firstInput = next;
+  }
+
+  /** The index of the first input event. */
+  readonly firstInput: number;
+
+  rxSession(stream: number, k: number): Uint8Array {
+    const parts = this.rxSessions.get(stream)?.[k] ?? [];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.length;
+    }
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// The replay
+// ---------------------------------------------------------------------------------------
+
+interface InFlight {
+  readonly chain: ChainInfo;
+  /** Every buffer, for freeing. */
+  readonly bufs: Buf[];
+  readonly writable: Buf[];
+  readonly writableBytes: number;
+  /** tx: the audio bytes the chain holds (after the xfer header). */
+  readonly audio: Uint8Array | null;
+}
+
+interface PlayCheck {
+  readonly stream: number;
+  readonly audio: Uint8Array;
+  /** Played entirely (completed OK, not by a RELEASE). */
+  readonly whole: boolean;
+  /** Bytes the stream had played when the device returned the message. */
+  readonly playedAtReturn: number;
+  readonly use: ExpectedUse;
+}
+
+/** Buffers for chains, reused by size. */
+class BufferPool {
+  private readonly free = new Map<number, number[]>();
+
+  constructor(private readonly bump: BumpAllocator) {}
+
+  alloc(len: number): number {
+    const size = Math.max(64, Math.ceil(len / 64) * 64);
+    const list = this.free.get(size);
+    if (list !== undefined && list.length > 0) return list.pop()!;
+    return this.bump.alloc(size, 64);
+  }
+
+  release(addr: number, len: number): void {
+    const size = Math.max(64, Math.ceil(len / 64) * 64);
+    let list = this.free.get(size);
+    if (list === undefined) this.free.set(size, (list = []));
+    list.push(addr);
+  }
+}
+
+class Replay {
+  private readonly a: Analysis;
+  private readonly events: readonly TraceEvent[];
+  private readonly clock = new VirtualClock();
+  private readonly memory: FlatMemory;
+  private readonly rings: BumpAllocator;
+  private readonly pool: BufferPool;
+  private readonly output: MemoryBackend;
+  private readonly backend: ReplayBackend;
+  private device!: VirtioSound;
+
+  private readonly driver: (DriverQueue | null)[] = [null, null, null, null];
+  private readonly stopped = [false, false, false, false];
+  private readonly stoppedBase = [0, 0, 0, 0];
+  private readonly inFlight = [0, 1, 2, 3].map(() => new Map<number, InFlight>());
+  private readonly availPtr = [0, 0, 0, 0];
+  private readonly matched = new Map<string, number>();
+  private readonly plays: PlayCheck[] = [];
+  /** Per TX return not yet reaped, in used-ring order: bytes each output stream had played then. */
+  private readonly txReturns: Record<number, number>[] = [];
+  private readonly playPos = new Map<number, number>();
+  private readonly txCursor = new Map<number, number>();
+  private readonly txSource = new Map<number, Uint8Array>();
+  private features = 0n;
+  /** Chains recorded before this event index may be made available now. */
+  private frontier = 0;
+  private current = -1;
+  private afterEnd = false;
+  private broken: string | null = null;
+  private brokenMatched = false;
+  private divergence: Divergence | null = null;
+  private error: unknown = null;
+  readonly stats: ReplayStats;
+
+  constructor(
+    readonly trace: Trace,
+    readonly options: ReplayOptions,
+  ) {
+    this.events = trace.events;
+    this.a = new Analysis(trace);
+    this.frontier = this.a.firstInput;
+    const size = options.memorySize ?? 64 * 1024 * 1024;
+    this.memory = new FlatMemory(new ArrayBuffer(size), MEMORY_BASE);
+    const ringEnd = MEMORY_BASE + Math.min(RING_AREA, Math.floor(size / 4));
+    this.rings = new BumpAllocator(MEMORY_BASE, ringEnd);
+    this.pool = new BufferPool(new BumpAllocator(ringEnd, MEMORY_BASE + size));
+    this.output = new MemoryBackend({
+      clock: this.clock,
+      ...(options.input !== undefined ? { input: options.input } : {}),
+      ...(options.chunkFrames !== undefined ? { chunkFrames: options.chunkFrames } : {}),
+    });
+    this.backend = new ReplayBackend(
+      this.clock,
+      this.output,
+      options.input === undefined ? this.a : null,
+      options.chunkFrames,
+    );
+    this.stats = {
+      events: this.events.length,
+      chains: 0,
+      completions: 0,
+      extraCompletions: 0,
+      played: {},
+      captured: {},
+      endTime: 0,
+    };
+  }
+
+  private get done(): boolean {
+    return this.divergence !== null || this.error !== null;
+  }
+
+  run(): ReplayResult {
+    try {
+      this.build();
+      const maxTime = this.options.maxTimeNs ?? 24 * 3600e9;
+      for (let i = 0; i < this.events.length && !this.done; i++) {
+        const e = this.events[i]!;
+        this.current = i;
+        if (e.t > maxTime) {
+          throw new TraceError(
+            this.lineOf(i),
+            `time ${e.t} ns is past the replay's limit of ${maxTime} ns (ReplayOptions.maxTimeNs)`,
+          );
+        }
+        this.clock.advanceTo(e.t);
+        this.settle();
+        if (this.done) break;
+        if (INPUT_EVENTS.has(e.ev)) {
+          this.frontier = this.a.nextInput[i]!;
+          this.apply(e, i);
+        } else if (e.ev === "needs-reset") {
+          if (this.broken === null) {
+            this.diverge({
+              reason: "needs-reset",
+              queue: -1,
+              message: -1,
+              expected: "",
+              actual: "",
+              t: e.t,
+              line: this.lineOf(i),
+              detail: `the recorded device needed a reset here (${e.message}); the replayed one did not`,
+            });
+          } else {
+            this.brokenMatched = true;
+          }
+        }
+        this.settle();
+      }
+      if (!this.done) this.finish();
+    } catch (err) {
+      if (this.error === null) this.error = err;
+    }
+    if (this.error !== null) throw this.asTraceError(this.error);
+    this.stats.endTime = this.clock.now();
+    for (const p of this.output.playbacks)
+      this.stats.played[p.streamId] = (this.stats.played[p.streamId] ?? 0) + p.data.length;
+    for (const [s, n] of this.backend.captured) this.stats.captured[s] = n;
+    for (const c of this.output.captures)
+      this.stats.captured[c.streamId] = (this.stats.captured[c.streamId] ?? 0) + c.delivered.length;
+    const d = this.divergence;
+    if (d === null) return { ok: true, stats: this.stats };
+    return { ok: false, divergence: d, message: describeDivergence(d), stats: this.stats };
+  }
+
+  private lineOf(index: number): number {
+    return this.trace.lines[index] ?? 0;
+  }
+
+  private asTraceError(err: unknown): TraceError {
+    if (err instanceof TraceError) return err;
+    const message = err instanceof Error ? err.message : String(err);
+    const line = this.current >= 0 ? this.lineOf(this.current) : 1;
+    return new TraceError(line, `cannot replay this event: ${message}`, { cause: err });
+  }
+
+  // ---- setting up ------------------------------------------------------------------
+
+  private build(): void {
+    const header = this.trace.header;
+    const packed = (header.device.features & (1n << BigInt(VIRTIO_F_RING_PACKED))) !== 0n;
+    try {
+      this.device = new VirtioSound({
+        memory: this.memory,
+        backend: this.backend,
+        clock: this.clock,
+        config: header.device.config,
+        packed,
+        interrupt: (q) => this.guard(() => this.reap(q)),
+        onNeedsReset: (e) => {
+          this.broken = e.message;
+          this.brokenMatched = false;
+        },
+        recorder: new Feeder(this),
+      });
+    } catch (err) {
+      throw new TraceError(1, `header.device.config: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
+    }
+    if (this.device.deviceFeatures !== header.device.features) {
+      this.diverge({
+        reason: "features",
+        queue: -1,
+        message: -1,
+        expected: "",
+        actual: "",
+        t: 0,
+        line: 1,
+        detail: `the recorded device offered features 0x${header.device.features.toString(16)}, this one offers 0x${this.device.deviceFeatures.toString(16)}`,
+      });
+    }
+  }
+
+  private apply(e: TraceEvent, i: number): void {
+    const line = this.lineOf(i);
+    switch (e.ev) {
+      case "features": {
+        const accepted = this.device.setDriverFeatures(e.features);
+        if (accepted) this.features = e.features;
+        if (accepted !== e.accepted) {
+          this.diverge({
+            reason: "features",
+            queue: -1,
+            message: -1,
+            expected: "",
+            actual: "",
+            t: e.t,
+            line,
+            detail: `the recorded device ${e.accepted ? "accepted" : "refused"} features 0x${e.features.toString(16)}; this one ${accepted ? "accepted" : "refused"} them`,
+          });
+        }
+        break;
+      }
+      case "queue": {
+        const old = this.driver[e.q];
+        if (
+          e.base !== undefined &&
+          old !== null &&
+          old !== undefined &&
+          this.stopped[e.q] &&
+          old.layout.size === e.size
+        ) {
+          // A restart after a stop (vhost-user): the same ring, from where the device left it.
+          this.stopped[e.q] = false;
+          this.setupQueue(e.q, old, this.stoppedBase[e.q]!, line);
+          break;
+        }
+        this.dropQueue(e.q, i);
+        let dq: DriverQueue;
+        try {
+          dq = this.newDriverQueue(e.size);
+        } catch (err) {
+          throw new TraceError(line, `queue ${e.q}: ${err instanceof Error ? err.message : String(err)}`, {
+            cause: err,
+          });
+        }
+        this.driver[e.q] = dq;
+        this.setupQueue(e.q, dq, undefined, line);
+        break;
+      }
+      case "stop":
+        this.stoppedBase[e.q] = this.device.stopQueue(e.q);
+        this.stopped[e.q] = true;
+        break;
+      case "kick":
+        this.device.notify(e.q);
+        break;
+      case "reset":
+        this.device.reset();
+        for (let q = 0; q < 4; q++) this.dropQueue(q, i);
+        this.features = 0n;
+        this.broken = null;
+        this.brokenMatched = false;
+        break;
+      case "jack":
+        try {
+          this.device.setJackConnected(e.jack, e.connected);
+        } catch {
+          // The recorded call failed the same way (an unknown jack).
+        }
+        break;
+      case "control":
+        try {
+          if (e.op === "value") this.device.setControlValue(e.id, e.value as ControlValueInput);
+          else if (e.op === "tlv") this.device.setControlTlv(e.id, e.value as CtlTlv | Uint8Array);
+          else this.device.setControlActive(e.id, e.value === true);
+        } catch {
+          // As for jacks: the recorded call failed too.
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  private setupQueue(q: number, dq: DriverQueue, base: number | undefined, line: number): void {
+    try {
+      this.device.setupQueue(q, dq.layout, base);
+    } catch (err) {
+      throw new TraceError(line, `queue ${q}: ${err instanceof Error ? err.message : String(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
+  private newDriverQueue(size: number): DriverQueue {
+    const opts = {
+      mem: this.memory,
+      alloc: (n: number, align: number) => this.rings.alloc(n, align),
+      size,
+      eventIdx: this.has(VIRTIO_F_EVENT_IDX),
+      indirect: this.has(VIRTIO_F_INDIRECT_DESC),
+    };
+    return this.has(VIRTIO_F_RING_PACKED) ? new PackedDriverQueue(opts) : new SplitDriverQueue(opts);
+  }
+
+  private has(bit: number): boolean {
+    return (this.features & (1n << BigInt(bit))) !== 0n;
+  }
+
+  /** Forgets queue q's ring and chains (reset, or a new ring); chains recorded before event `i` are skipped. */
+  private dropQueue(q: number, i: number): void {
+    for (const f of this.inFlight[q]!.values()) this.freeBuffers(f);
+    this.inFlight[q]!.clear();
+    if (q === VIRTIO_SND_VQ_TX) this.txReturns.length = 0;
+    this.driver[q] = null;
+    this.stopped[q] = false;
+    const list = this.a.avail[q]!;
+    while (this.availPtr[q]! < list.length && list[this.availPtr[q]!]!.index < i) this.availPtr[q]!++;
+  }
+
+  // ---- feeding chains ----------------------------------------------------------------
+
+  /** The device looks for a chain on queue q: make the next recorded one available if it is due. */
+  beforePop(q: number): void {
+    if (this.done) return;
+    const dq = this.driver[q];
+    if (dq === null || dq === undefined) return;
+    const info = this.a.avail[q]![this.availPtr[q]!];
+    if (info === undefined || info.index >= this.frontier) return;
+    this.guard(() => {
+      if (this.addChain(q, dq, info)) this.availPtr[q]!++;
+    });
+  }
+
+  private addChain(q: number, dq: DriverQueue, info: ChainInfo): boolean {
+    const ev = info.ev;
+    const line = this.lineOf(info.index);
+    if (ev.fault !== undefined) {
+      throw new TraceError(
+        line,
+        `chain ${ev.seq} of queue ${q} was malformed (fault ${ev.fault}): it cannot be rebuilt`,
+      );
+    }
+    const total = ev.r.length + ev.w.length;
+    if (total > dq.layout.size) {
+      throw new TraceError(line, `chain of ${total} descriptors does not fit a queue of ${dq.layout.size}`);
+    }
+    const indirect = this.has(VIRTIO_F_INDIRECT_DESC) && total > 1;
+    const slots = indirect ? 1 : total;
+    if (dq.freeCount < slots) {
+      this.reap(q);
+      if (dq.freeCount < slots) return false;
+    }
+    const bufs: Buf[] = [];
+    const out: Buf[] = [];
+    const inn: Buf[] = [];
+    const isTx = q === VIRTIO_SND_VQ_TX;
+    const audioParts: Uint8Array[] = [];
+    let offset = 0;
+    try {
+      ev.r.forEach((seg, k) => {
+        const bytes = "data" in seg ? seg.data : this.hashedAudio(info, seg.len, seg.sha256, k, offset);
+        if ("data" in seg && isTx) this.advanceTxCursor(info.stream, seg.len, offset);
+        const addr = this.pool.alloc(seg.len);
+        this.memory.write(addr, bytes, 0, seg.len);
+        const b = { addr, len: seg.len };
+        bufs.push(b);
+        out.push(b);
+        if (isTx && offset + seg.len > XFER_SIZE)
+          audioParts.push(bytes.subarray(Math.max(0, XFER_SIZE - offset)));
+        offset += seg.len;
+      });
+      for (const len of ev.w) {
+        const addr = this.pool.alloc(len);
+        this.memory.fill(addr, len, 0);
+        const b = { addr, len };
+        bufs.push(b);
+        inn.push(b);
+      }
+    } catch (err) {
+      for (const b of bufs) this.pool.release(b.addr, b.len);
+      if (err instanceof TraceError) throw err;
+      throw new TraceError(
+        line,
+        `replay memory exhausted (${this.memory.size} bytes): pass a larger memorySize (${err instanceof Error ? err.message : String(err)})`,
+        { cause: err },
+      );
+    }
+    const token = dq.add(out, inn, { indirect });
+    let audio: Uint8Array | null = null;
+    if (isTx) {
+      audio = new Uint8Array(audioParts.reduce((a, p) => a + p.length, 0));
+      let o = 0;
+      for (const p of audioParts) {
+        audio.set(p, o);
+        o += p.length;
+      }
+    }
+    this.inFlight[q]!.set(token, {
+      chain: info,
+      bufs,
+      writable: inn,
+      writableBytes: ev.w.reduce((a, b) => a + b, 0),
+      audio,
+    });
+    this.stats.chains++;
+    return true;
+  }
+
+  /** Bytes for a TX descriptor recorded as a hash: from `txAudio` (checked), or a pattern. */
+  private hashedAudio(info: ChainInfo, len: number, hash: string, k: number, offset: number): Uint8Array {
+    const source = this.options.txAudio;
+    if (source === undefined || info.stream < 0) return pattern(info.ev.seq, k, len);
+    let all = this.txSource.get(info.stream);
+    if (all === undefined) this.txSource.set(info.stream, (all = source(info.stream)));
+    const start = this.txCursor.get(info.stream) ?? 0;
+    const bytes = new Uint8Array(len);
+    bytes.set(all.subarray(start, start + len), 0);
+    this.advanceTxCursor(info.stream, len, offset);
+    const got = sha256Hex(bytes);
+    if (got !== hash) {
+      this.diverge({
+        reason: "tx-audio",
+        queue: VIRTIO_SND_VQ_TX,
+        message: info.ev.seq,
+        stream: info.stream,
+        expected: hash,
+        actual: got,
+        part: "hash",
+        t: info.ev.t,
+        line: this.lineOf(info.index),
+        detail: `descriptor ${k} holds bytes ${start} to ${start + len} of the audio supplied for stream ${info.stream}, but their SHA-256 is not the recorded one`,
+      });
+    }
+    return bytes;
+  }
+
+  private advanceTxCursor(stream: number, len: number, offset: number): void {
+    const audio = Math.max(0, offset + len - Math.max(offset, XFER_SIZE));
+    if (audio > 0) this.txCursor.set(stream, (this.txCursor.get(stream) ?? 0) + audio);
+  }
+
+  private freeBuffers(f: InFlight): void {
+    for (const b of f.bufs) this.pool.release(b.addr, b.len);
+  }
+
+  // ---- completions -------------------------------------------------------------------
+
+  /** The device returns a TX chain: note how much each output stream has played. */
+  beforeReturn(q: number): void {
+    if (q !== VIRTIO_SND_VQ_TX) return;
+    const played: Record<number, number> = {};
+    for (const p of this.output.playbacks) played[p.streamId] = (played[p.streamId] ?? 0) + p.data.length;
+    this.txReturns.push(played);
+  }
+
+  private reap(q: number): void {
+    const dq = this.driver[q];
+    if (dq === null || dq === undefined) return;
+    for (;;) {
+      let u;
+      try {
+        u = dq.getUsed();
+      } catch (err) {
+        this.diverge({
+          reason: "ring",
+          queue: q,
+          message: -1,
+          expected: "",
+          actual: "",
+          t: this.clock.now(),
+          line: this.lineOf(Math.max(0, this.current)),
+          detail: err instanceof Error ? err.message : String(err),
+        });
+        return;
+      }
+      if (u === null) return;
+      const returned = q === VIRTIO_SND_VQ_TX ? this.txReturns.shift() : undefined;
+      const f = this.inFlight[q]!.get(u.token);
+      if (f === undefined) continue;
+      this.inFlight[q]!.delete(u.token);
+      const written = new Uint8Array(f.writableBytes);
+      let off = 0;
+      for (const b of f.writable) {
+        this.memory.read(b.addr, written, off, b.len);
+        off += b.len;
+      }
+      this.freeBuffers(f);
+      this.stats.completions++;
+      if (!this.done) this.completed(q, f, u.len, written, returned);
+    }
+  }
+
+  private completed(
+    q: number,
+    f: InFlight,
+    len: number,
+    written: Uint8Array,
+    returned: Record<number, number> | undefined,
+  ): void {
+    const info = f.chain;
+    const seq = info.ev.seq;
+    const bucket = bucketOf(q, info.stream);
+    const list = this.a.expected.get(bucket) ?? [];
+    const pos = this.matched.get(bucket) ?? 0;
+    const exp = list[pos];
+    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
+    const stream = io ? { stream: info.stream } : {};
+    const actual = toHex(written.subarray(0, Math.min(len, written.length)));
+    if (exp === undefined || exp.ev.seq !== seq) {
+      const later = this.a.position.get(bucket)?.get(seq);
+      if (exp === undefined && later === undefined && this.afterEnd) {
+        this.stats.extraCompletions++;
+        return;
+      }
+      if (exp !== undefined && later !== undefined && later > pos) {
+        this.diverge({
+          reason: "order",
+          queue: q,
+          message: exp.ev.seq,
+          ...stream,
+          actualMessage: seq,
+          expected: toHex(exp.ev.data),
+          actual,
+          t: exp.ev.t,
+          line: this.lineOf(exp.index),
+          detail: `the recording completed message ${exp.ev.seq} next; the device completed message ${seq} first`,
+        });
+        return;
+      }
+      this.diverge({
+        reason: "unexpected",
+        queue: q,
+        message: seq,
+        ...stream,
+        ...(exp !== undefined ? { expectedMessage: exp.ev.seq } : {}),
+        expected: "",
+        actual,
+        t: this.clock.now(),
+        line: this.lineOf(info.index),
+        detail:
+          `the device completed message ${seq} (used length ${len}), which the recording never completed` +
+          (exp !== undefined ? `; it completed message ${exp.ev.seq} next` : ""),
+      });
+      return;
+    }
+    this.matched.set(bucket, pos + 1);
+    if (this.compare(q, exp, len, written)) return;
+    if (q === VIRTIO_SND_VQ_TX && f.audio !== null && info.stream >= 0) {
+      const status = written.length >= STATUS_SIZE ? u32le(written, written.length - STATUS_SIZE) : -1;
+      this.plays.push({
+        stream: info.stream,
+        audio: f.audio,
+        whole: !exp.cut && status === VIRTIO_SND_S_OK && len >= STATUS_SIZE,
+        playedAtReturn: returned?.[info.stream] ?? 0,
+        use: exp,
+      });
+    }
+  }
+
+  /** Compares one completion with its recording; reports and returns true when they differ. */
+  private compare(q: number, exp: ExpectedUse, len: number, written: Uint8Array): boolean {
+    const e = exp.ev;
+    const w = written.length;
+    const base = {
+      queue: q,
+      message: e.seq,
+      ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: exp.chain.stream } : {}),
+      t: e.t,
+      line: this.lineOf(exp.index),
+    };
+    const prefix = written.subarray(0, Math.min(len, w));
+    if (len !== e.len) {
+      this.diverge({
+        ...base,
+        reason: "length",
+        expected: toHex(e.data),
+        actual: toHex(prefix),
+        detail: `the used length is ${len}; the recording has ${e.len}`,
+      });
+      return true;
+    }
+    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
+    if (!io || w < STATUS_SIZE || len < STATUS_SIZE) {
+      const part = q === VIRTIO_SND_VQ_CONTROL ? "response" : q === VIRTIO_SND_VQ_EVENT ? "event" : "data";
+      return this.compareBytes(base, part, e.data, prefix);
+    }
+    const dataLen = Math.min(len, w) - STATUS_SIZE;
+    if (this.compareBytes(base, "data", e.data.subarray(0, dataLen), written.subarray(0, dataLen)))
+      return true;
+    const expStatus = e.status ?? e.data.subarray(w - STATUS_SIZE, w);
+    const actStatus = written.subarray(w - STATUS_SIZE, w);
+    const n = this.options.compareLatency ? STATUS_SIZE : 4;
+    const at = firstDifference(expStatus.subarray(0, n), actStatus.subarray(0, n));
+    if (at < 0) return false;
+    this.diverge({
+      ...base,
+      reason: "bytes",
+      part: "status",
+      offset: at,
+      expected: toHex(expStatus),
+      actual: toHex(actStatus),
+      detail:
+        at < 4
+          ? `the status is 0x${u32le(actStatus, 0).toString(16)}; the recording has 0x${u32le(expStatus, 0).toString(16)}`
+          : `latency_bytes is ${u32le(actStatus, 4)}; the recording has ${u32le(expStatus, 4)}`,
+    });
+    return true;
+  }
+
+  private compareBytes(
+    base: { queue: number; message: number; stream?: number; t: number; line: number },
+    part: "response" | "event" | "data",
+    expected: Uint8Array,
+    actual: Uint8Array,
+  ): boolean {
+    const at = firstDifference(expected, actual);
+    if (at < 0) return false;
+    this.diverge({
+      ...base,
+      reason: "bytes",
+      part,
+      offset: at,
+      expected: toHex(expected),
+      actual: toHex(actual),
+      detail: `byte ${at} of the ${part === "data" ? "rx data" : part} differs: expected ${hexAround(expected, at)}, got ${hexAround(actual, at)}`,
+    });
+    return true;
+  }
+
+  // ---- played audio ------------------------------------------------------------------
+
+  private checkPlayed(): void {
+    while (this.plays.length > 0 && !this.done) {
+      const c = this.plays.shift()!;
+      const sessions = this.output.playbacksOf(c.stream);
+      const pos = this.playPos.get(c.stream) ?? 0;
+      const n = c.audio.length;
+      // Cut short (RELEASE, SET_PARAMS, a stopped queue, an error): played up to where the device returned it.
+      const take = c.whole ? n : Math.max(0, Math.min(n, c.playedAtReturn - pos));
+      const played = slicePlayed(sessions, pos, pos + take);
+      const at = firstDifference(c.audio.subarray(0, take), played);
+      if (at >= 0) {
+        const e = c.use.ev;
+        this.diverge({
+          reason: "played",
+          queue: VIRTIO_SND_VQ_TX,
+          message: e.seq,
+          stream: c.stream,
+          part: "played",
+          offset: at,
+          expected: toHex(c.audio.subarray(0, take)),
+          actual: toHex(played),
+          t: e.t,
+          line: this.lineOf(c.use.index),
+          detail:
+            played.length < take
+              ? `the device completed the message but the backend played only ${played.length} of its ${take} bytes`
+              : `byte ${at} of the message was played as ${hexAround(played, at)}; the message holds ${hexAround(c.audio, at)}`,
+        });
+        return;
+      }
+      this.playPos.set(c.stream, pos + take);
+    }
+  }
+
+  // ---- the end ------------------------------------------------------------------------
+
+  private settle(): void {
+    for (let q = 0; q < 4; q++) this.reap(q);
+    this.checkPlayed();
+    if (this.broken !== null && !this.brokenMatched && !this.done) {
+      if (this.afterEnd || this.a.breakAhead[Math.max(0, this.current)] !== 1) {
+        this.diverge({
+          reason: "needs-reset",
+          queue: -1,
+          message: -1,
+          expected: "",
+          actual: "",
+          t: this.events[Math.max(0, this.current)]?.t ?? 0,
+          line: this.lineOf(Math.max(0, this.current)),
+          detail: `the replayed device needs a reset (${this.broken}); the recorded one did not`,
+        });
+      }
+    }
+  }
+
+  private finish(): void {
+    this.afterEnd = true;
+    this.frontier = this.events.length;
+    const limit = this.clock.now() + (this.options.graceNs ?? 1_000_000_000);
+    while (!this.done && !this.allMatched()) {
+      const next = this.clock.nextDeadline();
+      if (next === undefined || next > limit) break;
+      this.clock.advanceTo(next);
+      this.settle();
+    }
+    this.settle();
+    if (this.done) return;
+    let first: ExpectedUse | null = null;
+    for (const [bucket, list] of this.a.expected) {
+      const e = list[this.matched.get(bucket) ?? 0];
+      if (e !== undefined && (first === null || e.index < first.index)) first = e;
+    }
+    if (first !== null) {
+      const q = first.ev.q;
+      this.diverge({
+        reason: "missing",
+        queue: q,
+        message: first.ev.seq,
+        ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: first.chain.stream } : {}),
+        expected: toHex(first.ev.data),
+        actual: "",
+        t: first.ev.t,
+        line: this.lineOf(first.index),
+        detail: `the recording completed this message (used length ${first.ev.len}); the replayed device never did`,
+      });
+    }
+  }
+
+  private allMatched(): boolean {
+    for (const [bucket, list] of this.a.expected)
+      if ((this.matched.get(bucket) ?? 0) < list.length) return false;
+    return true;
+  }
+
+  private diverge(d: Divergence): void {
+    if (this.divergence === null && this.error === null) this.divergence = d;
+  }
+
+  /** Runs a callback the device makes: nothing may escape into the device. */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      if (this.error === null) this.error = err;
+    }
+  }
+}
+
+/** The tracer the replayed device gets: it wraps each queue to feed recorded chains. */
+class Feeder implements DeviceTracer {
+  constructor(private readonly replay: Replay) {}
+
+  queue(index: number, queue: DeviceQueue): DeviceQueue {
+    return new FeedingQueue(this.replay, index, queue);
+  }
+
+  attach(): void {}
+  features(): void {}
+  stopQueue(): void {}
+  kick(): void {}
+  interrupt(): void {}
+  reset(): void {}
+  needsReset(): void {}
+  jack(): void {}
+  control(): void {}
+}
+
+class FeedingQueue implements DeviceQueue {
+  constructor(
+    private readonly replay: Replay,
+    private readonly index: number,
+    private readonly inner: DeviceQueue,
+  ) {}
+
+  get size(): number {
+    return this.inner.size;
+  }
+
+  get inFlight(): number {
+    return this.inner.inFlight;
+  }
+
+  pop(): Chain | null {
+    this.replay.beforePop(this.index);
+    return this.inner.pop();
+  }
+
+  push(chain: Chain, written: number): void {
+    this.replay.beforeReturn(this.index);
+    this.inner.push(chain, written);
+  }
+
+  needsInterrupt(): boolean {
+    return this.inner.needsInterrupt();
+  }
+
+  enableNotifications(enabled: boolean): boolean {
+    return this.inner.enableNotifications(enabled);
+  }
+
+  getBase(): number {
+    return this.inner.getBase();
+  }
+
+  setBase(base: number): void {
+    this.inner.setBase(base);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Capture from the recording
+// ---------------------------------------------------------------------------------------
+
+/** Outputs play into a MemoryBackend; inputs capture what the recording received (or from `input`). */
+class ReplayBackend implements AudioBackend {
+  readonly name = "replay";
+  /** Bytes taken per input stream by recorded-input voices. */
+  readonly captured = new Map<number, number>();
+  private readonly sessions = new Map<number, number>();
+
+  constructor(
+    private readonly clock: VirtualClock,
+    private readonly memory: MemoryBackend,
+    private readonly recording: Analysis | null,
+    private readonly chunkFrames: number | undefined,
+  ) {}
+
+  openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
+    return this.memory.openOutput(streamId, params, source);
+  }
+
+  openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
+    if (this.recording === null) return this.memory.openInput(streamId, params, sink);
+    const k = this.sessions.get(streamId) ?? 0;
+    this.sessions.set(streamId, k + 1);
+    return new RecordedInputVoice(
+      this.clock,
+      params,
+      this.chunkFrames ?? periodFrames(params),
+      sink,
+      this.recording.rxSession(streamId, k),
+      (n) => this.captured.set(streamId, (this.captured.get(streamId) ?? 0) + n),
+    );
+  }
+}
+
+/**
+ * Offers the recorded bytes a period at a time, then silence; bytes count as
+ * captured only when the stream took them, so a replay overrun shifts nothing.
+ */
+class RecordedInputVoice extends PacedVoice {
+  private readonly chunk: Uint8Array;
+  private readonly silence: Uint8Array;
+  private position = 0;
+
+  constructor(
+    clock: VirtualClock,
+    params: PcmParams,
+    chunkFrames: number,
+    private readonly sink: InputSink,
+    private readonly data: Uint8Array,
+    private readonly taken: (n: number) => void,
+  ) {
+    super(clock, params, chunkFrames);
+    this.chunk = new Uint8Array(this.chunkBytes);
+    this.silence = silencePattern(params.format);
+  }
+
+  protected onChunk(): void {
+    const n = this.chunkBytes;
+    const fromData = Math.max(0, Math.min(n, this.data.length - this.position));
+    if (fromData > 0) this.chunk.set(this.data.subarray(this.position, this.position + fromData), 0);
+    if (fromData < n) fillSilence(this.chunk, fromData, n - fromData, this.silence, this.position + fromData);
+    const took = this.sink.write(this.chunk, 0, n);
+    this.position += Math.min(took, fromData);
+    this.taken(took);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+function slicePlayed(sessions: readonly MemoryPlayback[], from: number, to: number): Uint8Array {
+  const out = new Uint8Array(Math.max(0, to - from));
+  let start = 0;
+  let got = 0;
+  for (const s of sessions) {
+    const end = start + s.data.length;
+    const a = Math.max(from, start);
+    const b = Math.min(to, end);
+    if (b > a) {
+      out.set(s.data.bytes().subarray(a - start, b - start), a - from);
+      got = Math.max(got, b - from);
+    }
+    start = end;
+  }
+  return out.subarray(0, got);
+}
+
+/** A deterministic stand-in for hashed audio: distinct per message and descriptor. */
+function pattern(seq: number, k: number, len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  let x = (Math.imul(seq + 1, 0x9e3779b1) ^ Math.imul(k + 1, 0x85ebca6b)) >>> 0 || 1;
+  for (let i = 0; i < len; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
+
+/** A few bytes of hex around `at`, for messages. */
+function hexAround(bytes: Uint8Array, at: number): string {
+  if (at >= bytes.length) return "(nothing)";
+  const from = Math.max(0, at - 4);
+  const to = Math.min(bytes.length, at + 5);
+  const s =
+    toHex(bytes.subarray(from, at)) +
+    "[" +
+    toHex(bytes.subarray(at, at + 1)) +
+    "]" +
+    toHex(bytes.subarray(at + 1, to));
+  return (from > 0 ? "…" : "") + s + (to < bytes.length ? "…" : "");
+}
+
+function fmtTime(ns: number): string {
+  return `${(ns / 1e6).toFixed(3)} ms`;
+}
+
+/** One line for a divergence: where, then what. */
+export function describeDivergence(d: Divergence): string {
+  const where: string[] = [];
+  if (d.queue >= 0) where.push(`${QUEUE_NAMES[d.queue] ?? `queue ${d.queue}`} queue`);
+  if (d.stream !== undefined) where.push(`stream ${d.stream}`);
+  if (d.message >= 0) where.push(`message ${d.message}`);
+  where.push(`trace line ${d.line}`);
+  where.push(`t=${fmtTime(d.t)}`);
+  return `replay diverged (${d.reason}) at ${where.join(", ")}: ${d.detail}`;
+}
