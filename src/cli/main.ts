@@ -6,6 +6,8 @@ Usage:
   virtio-snd demo [--packed] [--seconds N]   a simulated Linux guest probes the device and plays a
                                              tune through it; prints the control messages, the stream
                                              events and a byte-for-byte check of what was played
+  virtio-snd vhost-user --socket PATH [...]  serve the device to QEMU (vhost-user-snd-pci) on a Unix
+                                             socket; see virtio-snd vhost-user --help
   virtio-snd --help                          this text
   virtio-snd --version                       the version
 `;
@@ -29,6 +31,10 @@ export async function main(argv: readonly string[]): Promise<number> {
       }
       case "demo":
         return runDemo(rest, process.stdout);
+      case "vhost-user": {
+        const { runVhostUser } = await import("./vhost-user.js");
+        return await runVhostUser(rest, { out: process.stdout, err: process.stderr });
+      }
       default:
         process.stderr.write(`virtio-snd: unknown command '${command}'\n\n${HELP}`);
         return 2;

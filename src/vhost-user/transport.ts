@@ -15,7 +15,13 @@ import {
   decodeHeader,
   requestName,
 } from "./messages.js";
-import type { NativeBinding, PollHandle } from "./native.js";
+import {
+  MAX_FDS_PER_MESSAGE,
+  type NativeBinding,
+  POLL_READABLE,
+  POLL_WRITABLE,
+  type PollHandle,
+} from "./native.js";
 
 /** One message from the front-end. */
 export interface VhostMessage {
@@ -50,7 +56,8 @@ export interface VhostTransport {
   /**
    * Watches `fd` for kicks of ring `index`, replacing an earlier watch of that
    * ring (without closing its fd). `null`: the ring has no kick fd and is
-   * polled instead. Throws VirtioSndError (ERR_BACKEND) when `fd` cannot be watched.
+   * polled instead. Throws VirtioSndError (ERR_BACKEND), keeping the earlier
+   * watch, when `fd` cannot be watched.
    */
   watchKick(index: number, fd: number | null): void;
   /** Stops watching ring `index` (its fd stays open). */
@@ -65,12 +72,12 @@ export interface VhostTransport {
   close(): void;
 }
 
-const READABLE = 1;
-const WRITABLE = 2;
+const READABLE = POLL_READABLE;
+const WRITABLE = POLL_WRITABLE;
 /** Offsets given to mmap() are aligned down to this (a multiple of every page size Linux uses). */
 const MAP_ALIGN = 65536;
 /** File descriptors recvmsg() may take at once: the kernel's SCM_MAX_FD, so a flood never desynchronizes the stream. */
-const RECV_MAX_FDS = 253;
+const RECV_MAX_FDS = MAX_FDS_PER_MESSAGE;
 /** Descriptors that may pile up before a message completes: past this the peer is not a vhost-user front-end. */
 const MAX_PENDING_FDS = 64;
 
@@ -102,7 +109,10 @@ export class NativeTransport implements VhostTransport {
   private payloadFill = 0;
   private fds: number[] = [];
   private readonly out: Uint8Array[] = [];
-  private readonly kicks = new Map<number, { poll: PollHandle | null; timer: ReturnType<typeof setInterval> | null }>();
+  private readonly kicks = new Map<
+    number,
+    { poll: PollHandle | null; timer: ReturnType<typeof setInterval> | null }
+  >();
   private closed = false;
   private readonly pollIntervalMs: number;
 
@@ -137,9 +147,9 @@ export class NativeTransport implements VhostTransport {
   }
 
   watchKick(index: number, fd: number | null): void {
-    this.unwatchKick(index);
     if (this.closed) return;
     if (fd === null) {
+      this.unwatchKick(index);
       const timer = setInterval(() => this.handler?.kick(index), this.pollIntervalMs);
       timer.unref();
       this.kicks.set(index, { poll: null, timer });
@@ -149,10 +159,12 @@ export class NativeTransport implements VhostTransport {
     try {
       poll = this.native.poll(fd, READABLE, (status) => this.onKick(index, fd, status));
     } catch (err) {
+      // The previous watch stays: a refused kick fd changes nothing.
       throw new VirtioSndError("ERR_BACKEND", `cannot watch fd ${fd} for kicks: ${errorOf(err).message}`, {
         cause: err,
       });
     }
+    this.unwatchKick(index);
     this.kicks.set(index, { poll, timer: null });
   }
 
@@ -266,7 +278,9 @@ export class NativeTransport implements VhostTransport {
   private readAvailable(): void {
     while (!this.closed) {
       const target =
-        this.payload === null ? this.header.subarray(this.headerFill) : this.payload.subarray(this.payloadFill);
+        this.payload === null
+          ? this.header.subarray(this.headerFill)
+          : this.payload.subarray(this.payloadFill);
       let got: { bytes: number; fds: number[] };
       try {
         got = this.native.recvmsg(this.fd, target, RECV_MAX_FDS);

@@ -1,0 +1,402 @@
+/**
+ * `virtio-snd vhost-user`: the vhost-user back-end daemon for QEMU's
+ * vhost-user-snd-pci. It listens on a Unix socket, serves one front-end at a
+ * time, prints one line per stream event, and on SIGINT or SIGTERM finishes
+ * its files, prints a summary per stream and exits 0.
+ */
+import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
+import { type Clock, RealTimeClock } from "../audio/clock.js";
+import { openCaptureVoice } from "../audio/paced-input-voice.js";
+import { type PcmParams, frameBits } from "../audio/pcm-params.js";
+import { type CaptureSource, SilenceSource, ToneSource } from "../audio/sources.js";
+import {
+  DEFAULT_CONFIG,
+  CHMAP_PRESETS,
+  type ChmapConfig,
+  type JackConfig,
+  type SoundConfig,
+} from "../device/config.js";
+import { VirtioSndError } from "../errors.js";
+import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
+import { WavFileBackend } from "../node/file-backend.js";
+import { WavSource } from "../node/sources.js";
+import { pcmFormatName } from "../node/wav.js";
+import { PCM_STATE_NAMES } from "../stream/pcm-state.js";
+import type { StreamEvent } from "../stream/pcm-stream.js";
+import { VhostUserDaemon } from "../vhost-user/daemon.js";
+import { type NativeBinding, nativeAvailable } from "../vhost-user/native.js";
+
+export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [options]
+
+Serves a virtio sound device to QEMU over vhost-user: run this, then start QEMU with
+  -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem
+  -chardev socket,id=snd,path=PATH -device vhost-user-snd-pci,chardev=snd
+When QEMU goes away the device is reset and the next QEMU may connect.
+
+Options:
+  --socket PATH        the Unix socket to listen on (also --socket-path=PATH)
+  --output SINK        where output streams play: speaker, speaker:DEVICE, wav:DIR, wav or null
+                       (default: the sound device if speaker works here, else WAV files in
+                       the working directory)
+  --input SOURCE       what input streams record: wav:FILE, tone:HZ or silence (default)
+  --streams OUT,IN     output and input streams (default 1,1)
+  --jacks N            jacks, headphone and microphone in turn (default 2)
+  --chmaps N           channel maps, of: stereo out, stereo in, mono out, mono in, 5.1 out,
+                       7.1 out, for the directions that have streams (default all of those)
+  -h, --help           this text
+
+Prints one line per stream event; SIGINT or SIGTERM finishes the files, prints what each
+stream played or recorded, and exits.
+`;
+
+export interface VhostUserCommandIo {
+  readonly out: { write(chunk: string): unknown };
+  readonly err: { write(chunk: string): unknown };
+  /** Ends the command as SIGINT or SIGTERM do. Default: those signals. */
+  readonly stop?: Promise<unknown>;
+  /** The native addon (tests); default the built one. */
+  readonly binding?: NativeBinding;
+  /** The clock for the device and the audio (tests); default real time. */
+  readonly clock?: Clock;
+  /** Called once the daemon listens (tests). */
+  readonly onListening?: (daemon: VhostUserDaemon) => void;
+}
+
+interface Options {
+  socket: string;
+  output: string | undefined;
+  input: string;
+  outputs: number;
+  inputs: number;
+  jacks: number;
+  chmaps: number | undefined;
+}
+
+class UsageError extends Error {}
+
+function integer(value: string, what: string, min: number, max: number): number {
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max)
+    throw new UsageError(`${what} must be a whole number from ${min} to ${max}, not "${value}"`);
+  return n;
+}
+
+function parse(args: readonly string[]): Options | "help" {
+  const o: Partial<Options> = {};
+  const names: Record<string, keyof Options | "streams"> = {
+    "--socket": "socket",
+    "--socket-path": "socket",
+    "--output": "output",
+    "--input": "input",
+    "--streams": "streams",
+    "--jacks": "jacks",
+    "--chmaps": "chmaps",
+  };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--help" || arg === "-h") return "help";
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const name = names[flag];
+    if (name === undefined) throw new UsageError(`unknown option "${arg}"`);
+    const value = eq > 0 ? arg.slice(eq + 1) : args[++i];
+    if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
+    switch (name) {
+      case "socket":
+      case "output":
+      case "input":
+        o[name] = value;
+        break;
+      case "streams": {
+        const m = /^(\d+),(\d+)$/.exec(value);
+        if (m === null) throw new UsageError(`--streams takes OUT,IN (two counts), not "${value}"`);
+        o.outputs = integer(m[1]!, "the number of output streams", 0, 16);
+        o.inputs = integer(m[2]!, "the number of input streams", 0, 16);
+        if (o.outputs + o.inputs === 0)
+          throw new UsageError("--streams: the device needs at least one stream");
+        break;
+      }
+      case "jacks":
+        o.jacks = integer(value, "--jacks", 0, 32);
+        break;
+      case "chmaps":
+        o.chmaps = integer(value, "--chmaps", 0, 6);
+        break;
+      default:
+        break;
+    }
+  }
+  if (o.socket === undefined) throw new UsageError("--socket PATH is required");
+  return {
+    socket: o.socket,
+    output: o.output,
+    input: o.input ?? "silence",
+    outputs: o.outputs ?? 1,
+    inputs: o.inputs ?? 1,
+    jacks: o.jacks ?? 2,
+    chmaps: o.chmaps,
+  };
+}
+
+/** The device's streams, jacks and channel maps from the options. */
+export function soundConfig(o: Pick<Options, "outputs" | "inputs" | "jacks" | "chmaps">): SoundConfig {
+  const [headphone, mic] = DEFAULT_CONFIG.jacks!;
+  const kinds: JackConfig[] = [];
+  if (o.outputs > 0) kinds.push(headphone!);
+  if (o.inputs > 0) kinds.push(mic!);
+  const chmapOrder: ChmapConfig[] = [
+    { direction: "output", positions: CHMAP_PRESETS.stereo },
+    { direction: "input", positions: CHMAP_PRESETS.stereo },
+    { direction: "output", positions: CHMAP_PRESETS.mono },
+    { direction: "input", positions: CHMAP_PRESETS.mono },
+    { direction: "output", positions: CHMAP_PRESETS["5.1"] },
+    { direction: "output", positions: CHMAP_PRESETS["7.1"] },
+  ].filter((c) => (c.direction === "output" ? o.outputs > 0 : o.inputs > 0)) as ChmapConfig[];
+  const chmaps = o.chmaps ?? chmapOrder.length;
+  if (chmaps > chmapOrder.length)
+    throw new UsageError(
+      `--chmaps: at most ${chmapOrder.length} channel maps for these streams, not ${chmaps}`,
+    );
+  return {
+    streams: [
+      ...Array.from({ length: o.outputs }, () => ({ direction: "output" as const })),
+      ...Array.from({ length: o.inputs }, () => ({ direction: "input" as const })),
+    ],
+    jacks: Array.from({ length: o.jacks }, (_, i) => kinds[i % Math.max(1, kinds.length)] ?? headphone!),
+    chmaps: chmapOrder.slice(0, chmaps),
+  };
+}
+
+/** A capture source from "wav:FILE", "tone:HZ" or "silence". */
+export function resolveSource(spec: string): CaptureSource {
+  const colon = spec.indexOf(":");
+  const kind = colon < 0 ? spec : spec.slice(0, colon);
+  const arg = colon < 0 ? undefined : spec.slice(colon + 1);
+  if (kind === "silence" && arg === undefined) return new SilenceSource();
+  if (kind === "tone" && arg !== undefined) {
+    const hz = Number(arg);
+    if (arg === "" || !Number.isFinite(hz) || hz < 0)
+      throw new VirtioSndError(
+        "ERR_INVALID_CONFIG",
+        `source "${spec}": the frequency must be a number of Hz`,
+      );
+    return new ToneSource({ frequency: hz });
+  }
+  if (kind === "wav" && arg !== undefined && arg !== "") return new WavSource(arg);
+  throw new VirtioSndError(
+    "ERR_INVALID_CONFIG",
+    `unknown source "${spec}": expected "wav:FILE", "tone:HZ" or "silence"`,
+  );
+}
+
+interface Tally {
+  direction: "output" | "input";
+  frames: number;
+  xruns: number;
+  /** Bits not yet a whole frame (formats whose frames are not whole bytes). */
+  bits: number;
+}
+
+/**
+ * Output streams to the sink, input streams from the capture source, on the
+ * device's clock, counting the frames each stream moves.
+ */
+class CommandBackend implements AudioBackend {
+  readonly name: string;
+
+  constructor(
+    private readonly output: AudioBackend,
+    private readonly input: CaptureSource,
+    private readonly clock: Clock,
+    private readonly tally: (streamId: number, direction: "output" | "input") => Tally,
+  ) {
+    this.name = output.name;
+  }
+
+  openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
+    const t = this.tally(streamId, "output");
+    const bits = frameBits(params.format, params.channels);
+    return this.output.openOutput(streamId, params, {
+      read: (dest, offset, length) => {
+        const n = source.read(dest, offset, length);
+        count(t, n, bits);
+        return n;
+      },
+      fail: (error) => source.fail(error),
+    });
+  }
+
+  openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
+    const t = this.tally(streamId, "input");
+    const bits = frameBits(params.format, params.channels);
+    const counting: InputSink = {
+      write: (src, offset, length) => {
+        const n = sink.write(src, offset, length);
+        count(t, n, bits);
+        return n;
+      },
+      fail: (error) => sink.fail(error),
+    };
+    return openCaptureVoice(this.input, this.clock, params, counting);
+  }
+
+  close(): void {
+    this.output.close?.();
+  }
+}
+
+function count(t: Tally, bytes: number, frameBitCount: number): void {
+  if (frameBitCount <= 0 || bytes <= 0) return;
+  const bits = t.bits + bytes * 8;
+  const frames = Math.floor(bits / frameBitCount);
+  t.frames += frames;
+  t.bits = bits - frames * frameBitCount;
+}
+
+function describeEvent(e: StreamEvent, state: number | undefined): string {
+  switch (e.type) {
+    case "set-params": {
+      const p = e.params;
+      return p === undefined
+        ? "parameters set"
+        : `parameters set: ${pcmFormatName(p.format)}, ${p.channels} ch, ${p.rate} Hz, ` +
+            `period ${p.periodBytes} B, buffer ${p.bufferBytes} B`;
+    }
+    case "error":
+      return `error: ${e.error?.message ?? "unknown"}`;
+    default:
+      return state === undefined ? e.type : `${e.type} (now ${PCM_STATE_NAMES[state] ?? state})`;
+  }
+}
+
+function waitForSignal(): { promise: Promise<string>; dispose: () => void } {
+  let dispose = (): void => {};
+  const promise = new Promise<string>((resolve) => {
+    const on = (signal: NodeJS.Signals): void => resolve(signal);
+    process.once("SIGINT", on);
+    process.once("SIGTERM", on);
+    dispose = () => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+    };
+  });
+  return { promise, dispose };
+}
+
+export async function runVhostUser(args: readonly string[], io: VhostUserCommandIo): Promise<number> {
+  const say = (line: string): void => void io.out.write(`${line}\n`);
+  const complain = (line: string): void => void io.err.write(`virtio-snd vhost-user: ${line}\n`);
+  let options: Options;
+  let config: SoundConfig;
+  try {
+    const parsed = parse(args);
+    if (parsed === "help") {
+      io.out.write(VHOST_USER_HELP);
+      return 0;
+    }
+    options = parsed;
+    config = soundConfig(options);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    complain(`${err.message}\n\n${VHOST_USER_HELP}`);
+    return 2;
+  }
+
+  // Before anything slow (the speaker probe): without the addon nothing can work.
+  if (io.binding === undefined) {
+    const native = nativeAvailable();
+    if (!native.ok) {
+      complain(native.reason);
+      return 1;
+    }
+  }
+
+  const clock = io.clock ?? new RealTimeClock();
+  const start = clock.now();
+  const stamp = (ns: number): string => `[${((ns - start) / 1e9).toFixed(3).padStart(8)} s]`;
+  let source: CaptureSource;
+  let sink: AudioBackend;
+  try {
+    source = resolveSource(options.input);
+    sink =
+      options.output === undefined
+        ? await chooseDefaultSink({
+            clock,
+            log: say,
+            wavBackend: (dir, c) => new WavFileBackend({ dir, ...(c !== undefined ? { clock: c } : {}) }),
+          })
+        : await resolveSink(options.output, { clock });
+  } catch (err) {
+    complain(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+
+  const tallies = new Map<number, Tally>();
+  const tally = (streamId: number, direction: "output" | "input"): Tally => {
+    let t = tallies.get(streamId);
+    if (t === undefined) {
+      t = { direction, frames: 0, xruns: 0, bits: 0 };
+      tallies.set(streamId, t);
+    }
+    return t;
+  };
+  const backend = new CommandBackend(sink, source, clock, tally);
+
+  let daemon: VhostUserDaemon;
+  try {
+    daemon = new VhostUserDaemon({
+      socketPath: options.socket,
+      backend,
+      clock,
+      config,
+      ...(io.binding !== undefined ? { binding: io.binding } : {}),
+    });
+  } catch (err) {
+    backend.close();
+    complain(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+  const streams = config.streams ?? [];
+  daemon.on("stream", (e) => {
+    if (e.type === "xrun") tally(e.streamId, streams[e.streamId]?.direction ?? "output").xruns++;
+    const state = daemon.device.streams[e.streamId]?.state;
+    say(`${stamp(e.time)} stream ${e.streamId} ${describeEvent(e, state)}`);
+  });
+  daemon.on("connect", () => say(`${stamp(clock.now())} front-end connected`));
+  daemon.on("disconnect", (reason) =>
+    say(
+      `${stamp(clock.now())} front-end ${reason === null ? "disconnected" : `lost (${reason.message})`}; ` +
+        "waiting for the next one",
+    ),
+  );
+  daemon.on("log", (e) => {
+    if (e.level === "warn" || e.level === "error")
+      complain(`${e.level === "warn" ? "warning" : "error"}: ${e.message}`);
+    else if (e.level === "info" && /^(device reset|memory table)/.test(e.message))
+      say(`${stamp(clock.now())} ${e.message}`);
+  });
+  say(
+    `virtio-snd vhost-user: listening on ${options.socket}: ${options.outputs} output and ${options.inputs} input ` +
+      `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps; ` +
+      `output to ${sink.name}, input from ${options.input}`,
+  );
+  io.onListening?.(daemon);
+
+  const signal = io.stop === undefined ? waitForSignal() : undefined;
+  const why = await (signal?.promise ?? io.stop);
+  signal?.dispose();
+  // Resetting the device stops every stream and closes its voice: files get their final headers.
+  daemon.close();
+  try {
+    backend.close();
+  } catch (err) {
+    complain(`closing the audio backend: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  say(`${stamp(clock.now())} ${typeof why === "string" ? `${why}: ` : ""}stopped`);
+  streams.forEach((s, id) => {
+    const t = tallies.get(id) ?? { direction: s.direction, frames: 0, xruns: 0, bits: 0 };
+    const verb = s.direction === "output" ? "played" : "recorded";
+    say(`stream ${id} (${s.direction}): ${verb} ${t.frames} frames, ${t.xruns} xruns`);
+  });
+  return 0;
+}
