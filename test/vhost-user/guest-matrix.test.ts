@@ -1,0 +1,579 @@
+/**
+ * The command users run, against real Linux guests: `node bin/virtio-snd.js
+ * vhost-user --socket S --output wav:DIR --input wav:FILE` as a child process,
+ * and two guests under QEMU 10 (TCG), one after the other, on the same
+ * daemon process.
+ *
+ * Guest 1 lists the card, plays five WAV files in five sample formats with
+ * `aplay -D hw:0,0` and records with `arecord`; guest 2 does it again with
+ * `vhost-user-snd-pci,packed=on`. Each DIR/stream0-N.wav must hold its input
+ * sample for sample (plus, at most, the silence aplay pads its last period
+ * with), the recording must be the source's first frames exactly, the guest's
+ * dmesg must have no virtio_snd complaint, and on SIGTERM the daemon must
+ * print its summary, leave finished files and exit 0.
+ *
+ * The ring layout: QEMU 10's vhost-user-snd (hw/virtio/vhost-user-base.c)
+ * offers the guest every feature the back-end offers; its own `packed`
+ * property changes nothing. The command's device offers VIRTIO_F_RING_PACKED,
+ * so the Linux driver takes packed rings on both guests. (Split rings with a
+ * real guest are covered by qemu.test.ts, whose in-process daemon can turn
+ * the packed offer off.) Guest 1 prints what it negotiated; guest 2 must have
+ * bit 34 set.
+ *
+ * Skips, saying why, without QEMU >= 10 having vhost-user-snd-pci, or without
+ * the native addon. Builds dist/ first when it is missing or older than src/.
+ */
+import { type ChildProcessByStdio, execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, relative } from "node:path";
+import type { Readable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WavWriter, parseWav, pcmFormatName } from "../../src/node/wav.js";
+import {
+  VIRTIO_SND_PCM_FMT_FLOAT,
+  VIRTIO_SND_PCM_FMT_S16,
+  VIRTIO_SND_PCM_FMT_S24_3,
+  VIRTIO_SND_PCM_FMT_S32,
+  VIRTIO_SND_PCM_FMT_U8,
+} from "../../src/spec/constants.js";
+import { nativeAvailable } from "../../src/vhost-user/native.js";
+import {
+  type BootResult,
+  type GuestImage,
+  REPO_DIR,
+  bootGuest,
+  describeBoot,
+  ensureGuest,
+  findQemu,
+} from "../guest-helpers/qemu.js";
+
+const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
+const native = nativeAvailable();
+const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
+if (reason) console.warn(`guest matrix skipped: ${reason}`);
+const suite = `virtio-snd vhost-user (the command) with real Linux guests${reason ? ` (skipped: ${reason})` : ""}`;
+
+const BIN = join(REPO_DIR, "bin/virtio-snd.js");
+const debug = process.env["VSND_GUEST_DEBUG"] ? { onConsole: (s: string) => process.stdout.write(s) } : {};
+
+// ------------------------------------------------------------------ dist --
+
+/** Why dist/ must be rebuilt (a source newer than its output, or missing), or "" when it is current. */
+function distStale(): string {
+  const src = join(REPO_DIR, "src");
+  for (const entry of readdirSync(src, { recursive: true, encoding: "utf8" })) {
+    if (!entry.endsWith(".ts") || entry.endsWith(".d.ts")) continue;
+    const out = join(REPO_DIR, "dist", entry.replace(/\.ts$/, ".js"));
+    if (!existsSync(out)) return `${relative(REPO_DIR, out)} is missing`;
+    if (statSync(out).mtimeMs < statSync(join(src, entry)).mtimeMs)
+      return `${relative(REPO_DIR, out)} is older than src/${entry}`;
+  }
+  return "";
+}
+
+// -------------------------------------------------------------- signals --
+
+interface Sample {
+  name: string;
+  /** aplay's name for the format, and ours. */
+  alsa: string;
+  format: number;
+  channels: number;
+  rate: number;
+  seconds: number;
+  /** Bytes per sample. */
+  width: number;
+  /** One sample of silence. */
+  silence: number[];
+}
+
+const SAMPLES: readonly Sample[] = [
+  {
+    name: "s16",
+    alsa: "S16_LE",
+    format: VIRTIO_SND_PCM_FMT_S16,
+    channels: 2,
+    rate: 48_000,
+    seconds: 0.7,
+    width: 2,
+    silence: [0, 0],
+  },
+  {
+    name: "u8",
+    alsa: "U8",
+    format: VIRTIO_SND_PCM_FMT_U8,
+    channels: 1,
+    rate: 8_000,
+    seconds: 0.9,
+    width: 1,
+    silence: [0x80],
+  },
+  {
+    name: "s32",
+    alsa: "S32_LE",
+    format: VIRTIO_SND_PCM_FMT_S32,
+    channels: 6,
+    rate: 96_000,
+    seconds: 0.5,
+    width: 4,
+    silence: [0, 0, 0, 0],
+  },
+  {
+    name: "float",
+    alsa: "FLOAT_LE",
+    format: VIRTIO_SND_PCM_FMT_FLOAT,
+    channels: 2,
+    rate: 44_100,
+    seconds: 0.6,
+    width: 4,
+    silence: [0, 0, 0, 0],
+  },
+  {
+    name: "s24_3",
+    alsa: "S24_3LE",
+    format: VIRTIO_SND_PCM_FMT_S24_3,
+    channels: 2,
+    rate: 48_000,
+    seconds: 0.6,
+    width: 3,
+    silence: [0, 0, 0],
+  },
+];
+
+/**
+ * Noise that never repeats (xorshift32 from `seed`) in the sample's format:
+ * a dropped, repeated or reordered period would not match. Floats are in
+ * [-0.5, 0.5) so every value is an ordinary number.
+ */
+function noise(
+  s: Pick<Sample, "format" | "channels" | "rate" | "seconds" | "width">,
+  seed: number,
+): Uint8Array {
+  const frames = Math.round(s.rate * s.seconds);
+  const bytes = new Uint8Array(frames * s.channels * s.width);
+  const view = new DataView(bytes.buffer);
+  let x = seed >>> 0 || 1;
+  const next = (): number => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
+  for (let o = 0; o < bytes.length; o += s.width) {
+    if (s.format === VIRTIO_SND_PCM_FMT_FLOAT) {
+      view.setFloat32(o, next() / 2 ** 32 - 0.5, true);
+    } else {
+      const v = next();
+      for (let b = 0; b < s.width; b++) bytes[o + b] = (v >>> (8 * b)) & 0xff;
+    }
+  }
+  return bytes;
+}
+
+/** A WAV file (the project's writer) holding `data`; returns its bytes. */
+function wavFile(
+  path: string,
+  s: Pick<Sample, "format" | "channels" | "rate">,
+  data: Uint8Array,
+): Uint8Array {
+  const w = new WavWriter(path, { format: s.format, channels: s.channels, rate: s.rate });
+  w.write(data);
+  w.close();
+  return new Uint8Array(readFileSync(path));
+}
+
+/**
+ * Compares a played file with its input: every input frame, in order, from
+ * the first, then nothing but silence. Returns "" or what is wrong.
+ */
+function playedExactly(input: Uint8Array, output: Uint8Array, frameBytes: number, silence: number[]): string {
+  const inFrames = input.length / frameBytes;
+  const outFrames = Math.floor(output.length / frameBytes);
+  if (outFrames < inFrames) {
+    // Find how far it matches, for the message.
+    let same = 0;
+    while (same < output.length && output[same] === input[same]) same++;
+    return `${inFrames - outFrames} of ${inFrames} frames missing (the first ${Math.floor(same / frameBytes)} match)`;
+  }
+  for (let f = 0; f < inFrames; f++) {
+    const o = f * frameBytes;
+    for (let b = 0; b < frameBytes; b++)
+      if (output[o + b] !== input[o + b]) return `frame ${f} of ${inFrames} differs (byte ${b})`;
+  }
+  for (let o = input.length; o < output.length; o++)
+    if (output[o] !== silence[(o - input.length) % silence.length])
+      return `the ${outFrames - inFrames} frames after the input are not silence (byte ${o - input.length})`;
+  return "";
+}
+
+/** A WAV file whose RIFF and data sizes describe the whole file (as a finished writer leaves it). */
+function finished(bytes: Uint8Array): string {
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (v.getUint32(4, true) !== bytes.length - 8)
+    return `RIFF size ${v.getUint32(4, true)}, file ${bytes.length} bytes`;
+  let o = 12;
+  while (o + 8 <= bytes.length) {
+    const id = String.fromCharCode(...bytes.subarray(o, o + 4));
+    const size = v.getUint32(o + 4, true);
+    if (id === "data")
+      return o + 8 + size + (size % 2) === bytes.length ? "" : `data size ${size} does not end the file`;
+    o += 8 + size + (size % 2);
+  }
+  return "no data chunk";
+}
+
+// ---------------------------------------------------------------- daemon --
+
+interface Line {
+  /** ms since the daemon started. */
+  at: number;
+  text: string;
+}
+
+/** `node bin/virtio-snd.js vhost-user ...` as a child process, its output as lines. */
+class CliDaemon {
+  readonly child: ChildProcessByStdio<null, Readable, Readable>;
+  readonly out: Line[] = [];
+  readonly err: Line[] = [];
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly t0 = Date.now();
+  private waiters: (() => void)[] = [];
+
+  constructor(args: string[]) {
+    this.child = spawn(process.execPath, [BIN, "vhost-user", ...args], {
+      cwd: REPO_DIR,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const collect = (stream: Readable, into: Line[]): void => {
+      let partial = "";
+      stream.setEncoding("utf8").on("data", (chunk: string) => {
+        const parts = (partial + chunk).split("\n");
+        partial = parts.pop()!;
+        for (const text of parts) into.push({ at: Date.now() - this.t0, text });
+        for (const w of this.waiters.splice(0)) w();
+      });
+    };
+    collect(this.child.stdout, this.out);
+    collect(this.child.stderr, this.err);
+    this.exited = new Promise((resolve) => {
+      this.child.on("close", (code, signal) => {
+        for (const w of this.waiters.splice(0)) w();
+        resolve({ code, signal });
+      });
+    });
+  }
+
+  /** Resolves with the first stdout line after `from` matching `re`; rejects after `ms` or if the daemon exits. */
+  async waitFor(re: RegExp, ms: number, from = 0): Promise<Line> {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const hit = this.out.slice(from).find((l) => re.test(l.text));
+      if (hit) return hit;
+      if (this.child.exitCode !== null || this.child.signalCode !== null)
+        throw new Error(`the daemon exited before printing ${re}\n${this.transcript()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no line matching ${re} within ${ms} ms\n${this.transcript()}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  transcript(): string {
+    return [
+      "--- daemon stdout ---",
+      ...this.out.map((l) => l.text),
+      "--- daemon stderr ---",
+      ...this.err.map((l) => l.text),
+    ].join("\n");
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+// ----------------------------------------------------------------- guest --
+
+/**
+ * A line of the guest's dmesg in which virtio_snd, ALSA or a virtio device
+ * complains (virtio_snd's dev_err lines read "virtio_snd virtioN: ...", such
+ * as "SID 0: failed to flush I/O queue" or "control message (0x...)
+ * timeout"; when all goes well it prints nothing).
+ */
+const DMESG_COMPLAINT = /fail|invalid|time(d)? ?out|error|warn|bug|oops|unexpected/i;
+const DMESG_SOUND = /virtio[_-]?snd|virtio\d+:|snd[_-]pcm|\bALSA\b/i;
+
+function complaints(dmesg: string): string[] {
+  return dmesg
+    .split("\n")
+    .filter((l) => DMESG_SOUND.test(l) && DMESG_COMPLAINT.test(l) && !/command line:/i.test(l));
+}
+
+/** The virtio feature bits the guest negotiated with the sound device (sysfs string: bit i is character i). */
+const FEATURES_SCRIPT =
+  'for d in /sys/bus/virtio/devices/*; do [ "$(cat $d/device)" = 0x0019 ] && marker features "$(cat $d/features)"; done';
+
+const REC_FRAMES = 24_000;
+const REC_BYTES = REC_FRAMES * 4;
+
+describe.skipIf(reason !== "")(suite, () => {
+  let guest: GuestImage;
+  let dir: string;
+  let outDir: string;
+  let daemon: CliDaemon;
+  const inputs = new Map<string, { wav: Uint8Array; data: Uint8Array }>();
+  let source: Uint8Array;
+  const timings: string[] = [];
+  /** Output sessions expected so far: stream0-N.wav holds expected[N - 1]. */
+  const expected: Sample[] = [];
+
+  beforeAll(async () => {
+    const t = Date.now();
+    const stale = distStale();
+    if (stale) {
+      console.log(`building dist/ (${stale})`);
+      try {
+        execFileSync("npm", ["run", "build"], { cwd: REPO_DIR, stdio: ["ignore", "pipe", "pipe"] });
+      } catch (e) {
+        const { stdout, stderr } = e as { stdout?: Buffer; stderr?: Buffer };
+        throw new Error(`npm run build failed:\n${stdout?.toString() ?? ""}${stderr?.toString() ?? ""}`);
+      }
+    }
+    guest = await ensureGuest(undefined, { log: (l) => console.log(l) });
+    dir = mkdtempSync(join(tmpdir(), "vsnd-guest-matrix-"));
+    outDir = join(dir, "out");
+    SAMPLES.forEach((s, i) => {
+      const data = noise(s, 0x9e37_79b9 + i);
+      inputs.set(s.name, { wav: wavFile(join(dir, `${s.name}.wav`), s, data), data });
+    });
+    const src = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48_000, seconds: 1, width: 2 };
+    source = noise(src, 0x5eed);
+    wavFile(join(dir, "source.wav"), src, source);
+    daemon = new CliDaemon([
+      "--socket",
+      join(dir, "snd.sock"),
+      "--output",
+      `wav:${outDir}`,
+      "--input",
+      `wav:${join(dir, "source.wav")}`,
+    ]);
+    await daemon.waitFor(/listening on/, 15_000);
+    timings.push(`setup (build check, guest, daemon start): ${((Date.now() - t) / 1000).toFixed(1)} s`);
+  }, 900_000);
+
+  afterAll(() => {
+    daemon?.kill();
+    if (timings.length) console.log(`guest matrix timings:\n  ${timings.join("\n  ")}`);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function boot(name: string, device: string, script: string[], files: Record<string, Uint8Array>) {
+    const from = daemon.out.length;
+    const r = await bootGuest({
+      kernel: guest.kernel,
+      initrd: guest.initrd,
+      sharedMemory: true,
+      memory: 256,
+      devices: ["-chardev", `socket,id=vsnd,path=${join(dir, "snd.sock")}`, "-device", device],
+      payload: { script: script.join("\n"), files },
+      outputDisk: 4 << 20,
+      timeoutMs: 100_000,
+      payloadTimeoutMs: 60_000,
+      ...debug,
+    });
+    timings.push(`${name}: ${describeBoot(r)}`);
+    console.log(`${name}: ${describeBoot(r)}`);
+    const context = (): string =>
+      `${describeBoot(r)}\n--- console ---\n${r.console}\n--- qemu stderr ---\n${r.stderr}\n${daemon.transcript()}`;
+    // QEMU gone: the daemon resets the device (closing the files) and waits for the next front-end.
+    await daemon.waitFor(/front-end (disconnected|lost)/, 10_000, from).catch((e: Error) => {
+      throw new Error(`${e.message}\n${context()}`);
+    });
+    return { r, context };
+  }
+
+  function checkCommon(r: BootResult, context: () => string, steps: string[]): void {
+    expect(r.timedOut, context()).toBe(false);
+    expect(r.exitCode, context()).toBe(0);
+    expect(r.markers["snd"], context()).toBe("ready");
+    for (const s of steps) expect(r.markers[s], `step ${s}\n${context()}`).toBe("0");
+    expect(r.markers["payload.exit"], context()).toBe("0");
+    expect(r.errors, context()).toEqual([]);
+    const dmesg = new TextDecoder().decode(r.files["dmesg.txt"] ?? new Uint8Array());
+    expect(dmesg, context()).toMatch(/virtio/i);
+    expect(complaints(dmesg), dmesg).toEqual([]);
+    // arecord got the source's first frames, exactly.
+    const rec = r.files["rec.raw"];
+    expect(rec?.length, context()).toBe(REC_BYTES);
+    expect(Buffer.from(rec!).equals(Buffer.from(source.subarray(0, REC_BYTES))), "recorded bytes").toBe(true);
+  }
+
+  /** The files of sessions first..expected.length match their inputs. */
+  function checkSessions(first: number, context: () => string): void {
+    const params = daemon.out.filter((l) => /stream 0 parameters set:/.test(l.text)).map((l) => l.text);
+    for (let n = first; n <= expected.length; n++) {
+      const s = expected[n - 1]!;
+      const path = join(outDir, `stream0-${n}.wav`);
+      expect(existsSync(path), `${path}\n${context()}`).toBe(true);
+      const wav = parseWav(new Uint8Array(readFileSync(path)), path);
+      expect(
+        { format: pcmFormatName(wav.format), channels: wav.channels, rate: wav.rate },
+        `session ${n}`,
+      ).toEqual({ format: pcmFormatName(s.format), channels: s.channels, rate: s.rate });
+      // The period of the last SET_PARAMS in this format bounds aplay's padding.
+      const set = params.filter((p) =>
+        p.includes(`${pcmFormatName(s.format)}, ${s.channels} ch, ${s.rate} Hz`),
+      );
+      expect(set.length, `a "parameters set" line for session ${n}\n${context()}`).toBeGreaterThan(0);
+      const periodBytes = Number(/period (\d+) B/.exec(set.at(-1)!)?.[1]);
+      const frameBytes = s.channels * s.width;
+      const input = inputs.get(s.name)!.data;
+      expect(playedExactly(input, wav.data, frameBytes, s.silence), `stream0-${n}.wav (${s.alsa})`).toBe("");
+      const extra = wav.frames - input.length / frameBytes;
+      expect(extra, `stream0-${n}.wav: padding beyond one period`).toBeLessThanOrEqual(
+        periodBytes / frameBytes,
+      );
+      console.log(
+        `stream0-${n}.wav: ${s.alsa} ${s.channels} ch ${s.rate} Hz, ${input.length / frameBytes} frames exact` +
+          `${extra ? ` + ${extra} frames of aplay's padding` : ""}`,
+      );
+    }
+  }
+
+  it("guest 1: lists the card, plays S16, U8, S32 (6 ch), FLOAT and S24_3 exactly, records exactly", async () => {
+    const files: Record<string, Uint8Array> = {};
+    for (const [name, f] of inputs) files[`${name}.wav`] = f.wav;
+    const plays = SAMPLES.map((s) => `step play_${s.name} aplay -D hw:0,0 /payload/${s.name}.wav`);
+    const { r, context } = await boot(
+      "guest 1",
+      "vhost-user-snd-pci,chardev=vsnd",
+      [
+        "step cards sh -c 'cat /proc/asound/cards > /tmp/cards.txt'",
+        "step aplay_l sh -c 'aplay -l > /tmp/aplay-l.txt 2>&1'",
+        "step arecord_l sh -c 'arecord -l > /tmp/arecord-l.txt 2>&1'",
+        "emit_file cards.txt /tmp/cards.txt",
+        "emit_file aplay-l.txt /tmp/aplay-l.txt",
+        "emit_file arecord-l.txt /tmp/arecord-l.txt",
+        FEATURES_SCRIPT,
+        ...plays,
+        `step arecord arecord -D hw:0,0 -f S16_LE -c 2 -r 48000 -s ${REC_FRAMES} -t raw /tmp/rec.raw`,
+        "emit_file rec.raw /tmp/rec.raw",
+        "dmesg > /tmp/dmesg.txt; emit_file dmesg.txt /tmp/dmesg.txt",
+      ],
+      files,
+    );
+    expected.push(...SAMPLES);
+    checkCommon(r, context, [
+      "cards",
+      "aplay_l",
+      "arecord_l",
+      ...SAMPLES.map((s) => `play_${s.name}`),
+      "arecord",
+    ]);
+    const text = (name: string): string => new TextDecoder().decode(r.files[name] ?? new Uint8Array());
+    expect(text("cards.txt"), context()).toMatch(/^ ?0 \[SoundCard\s*\]: virtio-snd - VirtIO SoundCard/m);
+    expect(text("aplay-l.txt"), context()).toMatch(
+      /PLAYBACK[\s\S]*card 0: SoundCard \[VirtIO SoundCard\], device 0/,
+    );
+    expect(text("arecord-l.txt"), context()).toMatch(
+      /CAPTURE[\s\S]*card 0: SoundCard \[VirtIO SoundCard\], device 0/,
+    );
+    const features = r.markers["features"] ?? "";
+    expect(features, context()).toMatch(/^[01]{64}$/);
+    expect(features[32], "VIRTIO_F_VERSION_1").toBe("1");
+    console.log(
+      `guest 1 negotiated ${features[34] === "1" ? "packed" : "split"} rings (features ${features})`,
+    );
+    // One line per stream event: each playback set its parameters, prepared, started, stopped, released.
+    for (const s of SAMPLES)
+      await daemon.waitFor(
+        new RegExp(`stream 0 parameters set: ${pcmFormatName(s.format)}, ${s.channels} ch, ${s.rate} Hz`),
+        0,
+      );
+    for (const ev of ["prepare", "start", "stop", "release"]) {
+      expect(
+        daemon.out.filter((l) => new RegExp(`stream 0 ${ev}\\b`).test(l.text)).length,
+        `"stream 0 ${ev}" lines\n${context()}`,
+      ).toBeGreaterThanOrEqual(SAMPLES.length);
+    }
+    expect(
+      daemon.out.some((l) => /stream 1 start/.test(l.text)),
+      context(),
+    ).toBe(true);
+    checkSessions(1, context);
+  }, 150_000);
+
+  it("guest 2, after guest 1, on the same daemon: packed=on negotiates packed rings, plays and records exactly", async () => {
+    const s16 = SAMPLES[0]!;
+    const { r, context } = await boot(
+      "guest 2",
+      "vhost-user-snd-pci,chardev=vsnd,packed=on",
+      [
+        FEATURES_SCRIPT,
+        "step play_s16 aplay -D hw:0,0 /payload/s16.wav",
+        `step arecord arecord -D hw:0,0 -f S16_LE -c 2 -r 48000 -s ${REC_FRAMES} -t raw /tmp/rec.raw`,
+        "emit_file rec.raw /tmp/rec.raw",
+        "dmesg > /tmp/dmesg.txt; emit_file dmesg.txt /tmp/dmesg.txt",
+      ],
+      { "s16.wav": inputs.get("s16")!.wav },
+    );
+    expected.push(s16);
+    checkCommon(r, context, ["play_s16", "arecord"]);
+    const features = r.markers["features"] ?? "";
+    expect(features, context()).toMatch(/^[01]{64}$/);
+    expect(features[34], `VIRTIO_F_RING_PACKED (bit 34) in ${features}`).toBe("1");
+    // Both front-ends connected to the one process; the second one found the device reset.
+    expect(daemon.out.filter((l) => /front-end connected/.test(l.text)).length, context()).toBe(2);
+    checkSessions(SAMPLES.length + 1, context);
+  }, 150_000);
+
+  it("SIGTERM: prints a summary, leaves finished files, exits 0", async () => {
+    const t = Date.now();
+    daemon.child.kill("SIGTERM");
+    const exit = await Promise.race([
+      daemon.exited,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no exit within 10 s")), 10_000)),
+    ]);
+    timings.push(`daemon stop: ${Date.now() - t} ms`);
+    const context = daemon.transcript();
+    expect(exit, context).toEqual({ code: 0, signal: null });
+    expect(
+      daemon.out.some((l) => /SIGTERM: stopped/.test(l.text)),
+      context,
+    ).toBe(true);
+    expect(
+      daemon.err.filter((l) => /error/i.test(l.text)),
+      context,
+    ).toEqual([]);
+
+    const names = readdirSync(outDir).sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+    expect(names, context).toEqual(expected.map((_, i) => `stream0-${i + 1}.wav`));
+    let frames = 0;
+    for (const name of names) {
+      const bytes = new Uint8Array(readFileSync(join(outDir, name)));
+      expect(finished(bytes), name).toBe("");
+      frames += parseWav(bytes, name).frames;
+    }
+    const played = /stream 0 \(output\): played (\d+) frames, (\d+) xruns/.exec(
+      daemon.out.map((l) => l.text).join("\n"),
+    );
+    const recorded = /stream 1 \(input\): recorded (\d+) frames, (\d+) xruns/.exec(
+      daemon.out.map((l) => l.text).join("\n"),
+    );
+    expect(played, context).not.toBeNull();
+    expect(recorded, context).not.toBeNull();
+    // Every frame the device took from the guest reached a file.
+    expect(Number(played![1]), context).toBe(frames);
+    // Two arecords of REC_FRAMES; the device may have filled a few more periods before STOP.
+    expect(Number(recorded![1]), context).toBeGreaterThanOrEqual(2 * REC_FRAMES);
+    console.log(`daemon summary: ${played![0]}; ${recorded![0]}`);
+  }, 30_000);
+});
