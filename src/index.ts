@@ -131,6 +131,7 @@ export {
 } from "./trace/format.js";
 export {
   MemoryTraceSink,
+  SessionTracer,
   TraceRecorder,
   type DeviceTracer,
   type TraceDeviceInfo,
@@ -142,7 +143,10 @@ export {
   replayTrace,
   type Divergence,
   type DivergenceReason,
+  type PlayedSession,
+  type ReplayCompletion,
   type ReplayOptions,
   type ReplayResult,
   type ReplayStats,
 } from "./trace/replayer.js";
+export { LiveReplay, traceTxAudio, type LiveReplayOptions } from "./trace/live-replay.js";

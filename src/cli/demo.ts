@@ -1,104 +1,386 @@
-import type { Writable } from "node:stream";
-import { PCM_RATE_HZ, VIRTIO_SND_D_OUTPUT, VIRTIO_SND_PCM_FMT_S16 } from "../spec/constants.js";
+/**
+ * `virtio-snd demo` (what `npm start` runs): a trace recorded from a real
+ * Linux guest (aplay playing a short tune through the vhost-user daemon,
+ * traces/demo-tune.jsonl, made by scripts/record-corpus.ts) replayed live
+ * through a fresh device: the control requests and stream events as they
+ * happen, the audio to the sound device (or a WAV file), and at the end a
+ * check that the device played exactly the bytes the guest sent.
+ */
+import { relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { AudioBackend } from "../audio/backend.js";
+import { type Clock, VirtualClock } from "../audio/clock.js";
+import { type PcmParams, bytesPerSecond } from "../audio/pcm-params.js";
+import { controlName } from "../driver/simulated-guest.js";
+import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
+import { WavFileBackend } from "../node/file-backend.js";
+import { SpeakerBackend } from "../node/speaker-backend.js";
+import { readTraceFile } from "../node/trace-file.js";
+import { pcmFormatName } from "../node/wav.js";
+import {
+  VIRTIO_SND_EVT_CTL_NOTIFY,
+  VIRTIO_SND_EVT_JACK_CONNECTED,
+  VIRTIO_SND_EVT_JACK_DISCONNECTED,
+  VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
+  VIRTIO_SND_EVT_PCM_XRUN,
+  VIRTIO_SND_VQ_CONTROL,
+  VIRTIO_SND_VQ_EVENT,
+  VIRTIO_SND_VQ_TX,
+} from "../spec/constants.js";
 import { PCM_STATE_NAMES } from "../stream/pcm-state.js";
-import { SimulatedGuest, controlName } from "../driver/simulated-guest.js";
-import { play } from "../driver/pcm-session.js";
+import type { StreamEvent } from "../stream/pcm-stream.js";
+import { firstDifference } from "../trace/bytes.js";
+import { type Trace, ringOf } from "../trace/format.js";
+import { LiveReplay, traceTxAudio } from "../trace/live-replay.js";
+import type { ReplayCompletion } from "../trace/replayer.js";
 
-const RATE = 48000;
-const CHANNELS = 2;
-const PERIOD_FRAMES = 480; // 10 ms
-const PERIODS = 4;
+/** The trace `npm start` plays: shipped with the package (package.json "files"). */
+export const DEMO_TRACE = fileURLToPath(new URL("../../traces/demo-tune.jsonl", import.meta.url));
 
-/** A short tune (C major arpeggio and back) as S16 stereo, with soft note edges. */
-export function tune(seconds: number): Uint8Array {
-  const notes = [261.63, 329.63, 392.0, 523.25, 392.0, 329.63, 261.63, 196.0];
-  const frames = Math.round(seconds * RATE);
-  const out = new Uint8Array(frames * CHANNELS * 2);
-  const dv = new DataView(out.buffer);
-  const noteFrames = Math.max(1, Math.floor(frames / notes.length));
-  for (let f = 0; f < frames; f++) {
-    const n = Math.min(notes.length - 1, Math.floor(f / noteFrames));
-    const t = (f - n * noteFrames) / noteFrames;
-    const env = Math.min(1, t * 20, (1 - t) * 20);
-    const v = Math.round(0.3 * 32767 * env * Math.sin((2 * Math.PI * notes[n]! * f) / RATE));
-    dv.setInt16(f * 4, v, true);
-    dv.setInt16(f * 4 + 2, v, true);
-  }
-  return out;
+/** The WAV file of stream 0's first session; other sessions get their own names. */
+export const DEMO_WAV = "virtio-snd-demo.wav";
+
+export const DEMO_HELP = `Usage: virtio-snd demo [--output SINK] [--virtual] [--trace FILE]
+
+Replays a trace recorded from a real Linux guest (aplay playing a short tune through the
+vhost-user daemon) through a fresh device, in real time: prints the control requests and
+stream events as they happen, plays the audio, and checks that every byte played is the
+guest's.
+
+Options:
+  --output SINK   where the audio goes: speaker, speaker:DEVICE, wav:DIR, wav or null
+                  (default: the sound device if speaker works here, else ${DEMO_WAV}
+                  in the working directory)
+  --virtual       run on a virtual clock, as fast as the CPU allows (the default output
+                  is then the WAV file: a sound device plays in real time)
+  --trace FILE    replay another trace (default: the bundled traces/demo-tune.jsonl)
+  -h, --help      this text
+`;
+
+export interface DemoIo {
+  readonly out: { write(chunk: string): unknown; readonly isTTY?: boolean };
+  readonly err: { write(chunk: string): unknown };
+  /** Folder for the default WAV file (default: the working directory). */
+  readonly cwd?: string;
+  /** Environment for the speaker probe (tests). */
+  readonly env?: NodeJS.ProcessEnv;
 }
 
-export function runDemo(args: readonly string[], out: Writable): number {
-  const packed = args.includes("--packed");
-  const si = args.indexOf("--seconds");
-  const seconds = si >= 0 ? Number(args[si + 1]) : 2;
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 600)
-    throw new Error("--seconds takes a number from 0 to 600");
-  const say = (line: string): void => void out.write(`${line}\n`);
-  const ts = (ns: number): string => `[${(ns / 1e9).toFixed(3).padStart(7)} s]`;
+interface Options {
+  output: string | undefined;
+  virtual: boolean;
+  trace: string;
+}
 
-  const guest = new SimulatedGuest({
-    packed,
-    eventIdx: true,
-    backend: { retain: true },
-    log: (m) =>
-      say(
-        `${ts(guest.clock.now())} control ${controlName(m.code)}${m.detail ? ` ${m.detail}` : ""} -> ${controlName(m.status)}`,
-      ),
+class UsageError extends Error {}
+
+function parse(args: readonly string[]): Options | "help" {
+  const o: Options = { output: undefined, virtual: false, trace: DEMO_TRACE };
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === "--help" || arg === "-h") return "help";
+    if (arg === "--virtual") {
+      o.virtual = true;
+      continue;
+    }
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    if (flag !== "--output" && flag !== "--trace") throw new UsageError(`unknown option "${arg}"`);
+    const value = eq > 0 ? arg.slice(eq + 1) : args[++i];
+    if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
+    if (flag === "--output") o.output = value;
+    else o.trace = value;
+  }
+  return o;
+}
+
+/** WAV files with clear names, replaced on each run. */
+function demoWavBackend(dir: string, clock: Clock | undefined): WavFileBackend {
+  return new WavFileBackend({
+    dir,
+    ...(clock !== undefined ? { clock } : {}),
+    name: (stream, n) => (stream === 0 && n === 1 ? DEMO_WAV : `virtio-snd-demo-stream${stream}-${n}.wav`),
+    overwrite: true,
   });
-  say(`virtio-snd demo: a simulated Linux guest on a ${packed ? "packed" : "split"} ring, virtual clock`);
-  guest.init();
-  const cfg = guest.config();
-  say(`config space: ${cfg.jacks} jacks, ${cfg.streams} streams, ${cfg.chmaps} channel maps`);
-  const info = guest.probe();
-  info.streams.forEach((s, i) =>
-    say(
-      `  stream ${i}: ${s.direction === VIRTIO_SND_D_OUTPUT ? "output" : "input"}, ${s.channelsMin}-${s.channelsMax} channels, ` +
-        `rates ${PCM_RATE_HZ.filter((_, r) => ((s.rates >> BigInt(r)) & 1n) === 1n).join("/")}`,
-    ),
+}
+
+/** The words of `text` in lines of at most `width` characters, each starting with `indent`. */
+function wrap(text: string, width: number, indent: string): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/)) {
+    if (line !== "" && indent.length + line.length + 1 + word.length > width) {
+      lines.push(indent + line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  if (line !== "") lines.push(indent + line);
+  return lines;
+}
+
+const EVENT_NAMES: Record<number, string> = {
+  [VIRTIO_SND_EVT_JACK_CONNECTED]: "JACK_CONNECTED jack",
+  [VIRTIO_SND_EVT_JACK_DISCONNECTED]: "JACK_DISCONNECTED jack",
+  [VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED]: "PCM_PERIOD_ELAPSED stream",
+  [VIRTIO_SND_EVT_PCM_XRUN]: "PCM_XRUN stream",
+  [VIRTIO_SND_EVT_CTL_NOTIFY]: "CTL_NOTIFY control",
+};
+
+const u32 = (b: Uint8Array, off: number): number =>
+  b.length < off + 4 ? -1 : (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x100_0000;
+
+/** "PCM_SET_PARAMS stream 0", "JACK_INFO jacks 0..1" and the like. */
+function describeRequest(req: Uint8Array): string {
+  const code = u32(req, 0);
+  if (code < 0) return "(request not recorded)";
+  const name = controlName(code);
+  const what = code < 0x100 ? "jack" : code < 0x200 ? "stream" : code < 0x300 ? "chmap" : "control";
+  const isQuery = code === 0x0001 || code === 0x0100 || code === 0x0200 || code === 0x0300;
+  if (isQuery && req.length >= 12) {
+    const start = u32(req, 4);
+    const count = u32(req, 8);
+    return `${name} ${what}s ${start}..${start + count - 1}`;
+  }
+  return req.length >= 8 ? `${name} ${what} ${u32(req, 4)}` : name;
+}
+
+function describeParams(p: PcmParams): string {
+  return (
+    `${pcmFormatName(p.format)}, ${p.channels} ch, ${p.rate} Hz, ` +
+    `period ${p.periodBytes} B, buffer ${p.bufferBytes} B`
+  );
+}
+
+function describeStreamEvent(e: StreamEvent, state: number | undefined): string {
+  if (e.type === "set-params" && e.params !== undefined) return `parameters set: ${describeParams(e.params)}`;
+  if (e.type === "error") return `error: ${e.error?.message ?? "unknown"}`;
+  return state === undefined ? e.type : `${e.type} (now ${PCM_STATE_NAMES[state] ?? state})`;
+}
+
+function streamsOf(trace: Trace): { outputs: number; inputs: number } {
+  const streams = trace.header.device.config.streams ?? [];
+  return {
+    outputs: streams.filter((s) => s.direction === "output").length,
+    inputs: streams.filter((s) => s.direction === "input").length,
+  };
+}
+
+export async function runDemo(args: readonly string[], io: DemoIo): Promise<number> {
+  const write = (s: string): void => void io.out.write(s);
+  const complain = (line: string): void => void io.err.write(`virtio-snd demo: ${line}\n`);
+  let options: Options;
+  try {
+    const parsed = parse(args);
+    if (parsed === "help") {
+      write(DEMO_HELP);
+      return 0;
+    }
+    options = parsed;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    complain(`${err.message}\n\n${DEMO_HELP}`);
+    return 2;
+  }
+
+  // The progress line: rewritten in place on a terminal, an occasional line otherwise.
+  const tty = io.out.isTTY === true;
+  let progress = "";
+  const say = (line: string): void => {
+    write(tty && progress !== "" ? `\r\x1b[K${line}\n${progress}` : `${line}\n`);
+  };
+  const showProgress = (text: string): void => {
+    progress = text;
+    if (tty) write(`\r\x1b[K${text}`);
+  };
+  const endProgress = (): void => {
+    if (tty && progress !== "") write("\r\x1b[K");
+    progress = "";
+  };
+
+  let trace: Trace;
+  try {
+    trace = await readTraceFile(options.trace);
+  } catch (err) {
+    complain(`cannot read the trace ${options.trace}: ${err instanceof Error ? err.message : String(err)}`);
+    return 1;
+  }
+  const cwd = io.cwd ?? process.cwd();
+  const shown = relative(cwd, options.trace);
+  say(`virtio-snd demo: replaying ${shown.startsWith("..") ? options.trace : shown}`);
+  if (trace.header.note !== undefined) for (const l of wrap(trace.header.note, 96, "  ")) say(l);
+  const { outputs, inputs } = streamsOf(trace);
+  const cfg = trace.header.device.config;
+  say(
+    `device: ${outputs} output and ${inputs} input streams, ${cfg.jacks?.length ?? 0} jacks, ` +
+      `${cfg.chmaps?.length ?? 0} channel maps; ${trace.events.length} events, ` +
+      `${options.virtual ? "virtual time (as fast as possible)" : "in real time"}`,
   );
 
-  const audio = tune(seconds);
-  let lastProgress = -1;
-  const progress = (): void => {
-    const pb = guest.backend.playbacksOf(0)[0];
-    const done = pb === undefined ? 0 : pb.data.length;
-    const pct = Math.floor((100 * done) / audio.length);
-    if (pct >= lastProgress + 10) {
-      lastProgress = pct;
-      say(
-        `${ts(guest.clock.now())} playing: ${(done / (RATE * CHANNELS * 2)).toFixed(2)} s of ${seconds} s (${pct}%)`,
-      );
+  // The device and the audio output run on a virtual clock, moved with the host's clock unless
+  // --virtual: the device's timers meet the trace's events in the exact order a virtual replay
+  // gives them, whatever the host's timer jitter, and the audio still plays in real time.
+  const clock = new VirtualClock();
+  let sink: AudioBackend;
+  try {
+    if (options.output !== undefined) {
+      sink = await resolveSink(options.output, {
+        clock,
+        wavBackend: demoWavBackend,
+        ...(io.env !== undefined ? { env: io.env } : {}),
+      });
+      say(`audio: ${sink.name}${sink instanceof WavFileBackend ? ` (WAV files in ${sink.dir})` : ""}`);
+    } else if (options.virtual) {
+      sink = demoWavBackend(cwd, clock);
+      say(`audio: virtual time, so no sound device; writing WAV files to ${cwd}`);
+    } else {
+      sink = await chooseDefaultSink({
+        clock,
+        dir: cwd,
+        log: say,
+        wavBackend: demoWavBackend,
+        ...(io.env !== undefined ? { env: io.env } : {}),
+      });
+    }
+  } catch (err) {
+    complain(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
+
+  // What each output stream plays, for the progress line.
+  const expected = new Map<number, Uint8Array | null>();
+  const byteRates = new Map<number, number>();
+  const stamp = (clockNs: number): string =>
+    `[${((clockNs - live.startTime) / 1e9).toFixed(3).padStart(8)} s]`;
+  const seconds = (stream: number, bytes: number): string => {
+    const perSecond = byteRates.get(stream);
+    return perSecond === undefined ? `${bytes} B` : `${(bytes / perSecond).toFixed(2)} s`;
+  };
+  // Without a terminal: where the next progress line is due (a line a second of audio).
+  const nextLine = new Map<number, number>();
+  // Audio of the messages completed so far (the voice is still inside its read when one completes).
+  const completed = new Map<number, number>();
+  const onPlayed = (stream: number, bytes: number): void => {
+    const played = (completed.get(stream) ?? 0) + bytes;
+    completed.set(stream, played);
+    const total = expected.get(stream)?.length;
+    const pct = total === undefined || total === 0 ? "" : ` (${Math.floor((100 * played) / total)}%)`;
+    const of = total === undefined ? "" : ` of ${seconds(stream, total)}`;
+    const text = `${stamp(clock.now())} playing stream ${stream}: ${seconds(stream, played)}${of}${pct}`;
+    if (tty) showProgress(text);
+    else if (played >= (nextLine.get(stream) ?? 0) || (total !== undefined && played >= total)) {
+      say(text);
+      nextLine.set(stream, played + (byteRates.get(stream) ?? 1 << 20));
     }
   };
-  guest.onStreamEvent = (e) =>
+  const onCompletion = (c: ReplayCompletion): void => {
+    if (c.queue === VIRTIO_SND_VQ_CONTROL) {
+      const status = u32(c.response, 0);
+      say(
+        `${stamp(clock.now())} control ${describeRequest(c.request).padEnd(28)} -> ` +
+          (status < 0 ? "(no status)" : controlName(status)),
+      );
+    } else if (c.queue === VIRTIO_SND_VQ_EVENT) {
+      const type = u32(c.response, 0);
+      say(
+        `${stamp(clock.now())} event ${EVENT_NAMES[type] ?? `0x${type.toString(16)}`} ${u32(c.response, 4)}`,
+      );
+    } else if (c.queue === VIRTIO_SND_VQ_TX && c.stream !== undefined) {
+      onPlayed(c.stream, Math.max(0, c.readableBytes - 4));
+    }
+  };
+  const onStreamEvent = (e: StreamEvent): void => {
+    if (e.type === "set-params" && e.params !== undefined)
+      byteRates.set(e.streamId, bytesPerSecond(e.params));
+    if ((e.type === "stop" || e.type === "release") && progress !== "") {
+      const last = progress;
+      endProgress();
+      if (tty) write(`${last}\n`);
+    }
     say(
-      `${ts(e.time)} stream ${e.streamId} ${e.type}${e.type === "set-params" ? "" : ` (now ${PCM_STATE_NAMES[guest.device.streams[e.streamId]!.state]})`}`,
+      `${stamp(e.time)} stream ${e.streamId} ${describeStreamEvent(e, live.device.streams[e.streamId]?.state)}`,
     );
-  const r = play(
-    guest,
-    0,
-    audio,
-    {
-      format: VIRTIO_SND_PCM_FMT_S16,
-      rate: RATE,
-      channels: CHANNELS,
-      periodBytes: PERIOD_FRAMES * 4,
-      periods: PERIODS,
-    },
-    { onCompletion: progress },
-  );
+  };
 
-  const pb = guest.backend.playbacksOf(0)[0]!;
-  const played = pb.data.bytes().subarray(0, audio.length);
-  const exact = played.length === audio.length && played.every((b, i) => b === audio[i]);
-  const periodNs = (PERIOD_FRAMES * 1e9) / RATE;
-  const onTime = r.completions.filter(
-    (c, k) => Math.abs(c.time - r.startTime - (k + 1) * periodNs) < 1,
-  ).length;
+  const live = new LiveReplay(trace, {
+    clock,
+    pace: options.virtual ? "fast" : "real-time",
+    backend: sink,
+    // The guest's boot and the pause before aplay are not waited out (no stream runs then).
+    maxIdleNs: 250_000_000,
+    onCompletion,
+    onStreamEvent,
+    onEvent: (e) => {
+      if (e.ev === "features" && e.accepted)
+        say(
+          `${stamp(clock.now())} features 0x${e.features.toString(16)} accepted: ${ringOf(e.features)} ring`,
+        );
+      else if (e.ev === "reset") say(`${stamp(clock.now())} device reset (the guest went away)`);
+      else if (e.ev === "jack")
+        say(`${stamp(clock.now())} jack ${e.jack} ${e.connected ? "plugged" : "unplugged"}`);
+    },
+  });
+  for (let s = 0; s < outputs; s++) expected.set(s, traceTxAudio(trace, s));
+
+  let result;
+  try {
+    result = await live.run();
+  } catch (err) {
+    endProgress();
+    complain(err instanceof Error ? err.message : String(err));
+    sink.close?.();
+    return 1;
+  }
+  endProgress();
+  try {
+    sink.close?.();
+    if (sink instanceof SpeakerBackend) await sink.whenIdle();
+  } catch (err) {
+    complain(`closing the audio output: ${err instanceof Error ? err.message : String(err)}`);
+  }
+
   say("");
-  say(`played ${pb.data.length} bytes (${pb.data.length / 4} frames) in ${r.completions.length} messages`);
-  say(
-    `identical to the guest's audio: ${exact ? "yes" : "NO"}; underruns: ${pb.underruns}; completions on their period's time: ${onTime}/${r.completions.length}`,
-  );
-  return exact && onTime === r.completions.length ? 0 : 1;
+  const st = result.stats;
+  let ok = result.ok;
+  if (result.ok) {
+    say(
+      `replay: ${st.events} events, ${st.chains} messages, ${st.completions} completions: ` +
+        "every answer as the recorded device gave it",
+    );
+  } else {
+    say(`replay: ${result.message}`);
+  }
+  if (live.skippedNs > 0)
+    say(
+      `idle time skipped: ${(live.skippedNs / 1e9).toFixed(2)} s (no stream running: the guest booting, ...)`,
+    );
+  for (const [stream, audio] of expected) {
+    const played = live.playedAudio(stream);
+    if (audio === null) {
+      say(`stream ${stream}: played ${played.length} bytes (the trace holds only hashes of the audio)`);
+      continue;
+    }
+    if (audio.length === 0 && played.length === 0) continue;
+    const at = firstDifference(audio, played);
+    if (at < 0) {
+      say(
+        `stream ${stream}: played ${played.length} bytes (${seconds(stream, played.length)}), ` +
+          `identical to the ${audio.length} bytes the guest sent`,
+      );
+    } else {
+      ok = false;
+      say(
+        `stream ${stream}: played ${played.length} bytes; the guest sent ${audio.length}: ` +
+          `they differ from byte ${at} on`,
+      );
+    }
+  }
+  if (sink instanceof WavFileBackend) {
+    for (const f of sink.files) {
+      say(
+        `wrote ${f.path} (${f.bytes} bytes, ${seconds(f.streamId, f.bytes)}: ` +
+          `${pcmFormatName(f.params.format)}, ${f.params.channels} ch, ${f.params.rate} Hz)`,
+      );
+    }
+  }
+  return ok ? 0 : 1;
 }

@@ -3,9 +3,11 @@ import { runDemo } from "./demo.js";
 const HELP = `virtio-snd: a virtio sound device for emulators
 
 Usage:
-  virtio-snd demo [--packed] [--seconds N]   a simulated Linux guest probes the device and plays a
-                                             tune through it; prints the control messages, the stream
-                                             events and a byte-for-byte check of what was played
+  virtio-snd demo [--output SINK] [--virtual]  a trace of a real Linux guest playing a tune (aplay
+                                             through the vhost-user daemon) replayed live through
+                                             the device: control requests and stream events as they
+                                             happen, the audio to the sound device (or a WAV file),
+                                             and a check of every byte; see virtio-snd demo --help
   virtio-snd vhost-user --socket PATH [...]  serve the device to QEMU (vhost-user-snd-pci) on a Unix
                                              socket; see virtio-snd vhost-user --help
   virtio-snd --help                          this text
@@ -30,7 +32,7 @@ export async function main(argv: readonly string[]): Promise<number> {
         return 0;
       }
       case "demo":
-        return runDemo(rest, process.stdout);
+        return await runDemo(rest, { out: process.stdout, err: process.stderr });
       case "vhost-user": {
         const { runVhostUser } = await import("./vhost-user.js");
         return await runVhostUser(rest, { out: process.stdout, err: process.stderr });

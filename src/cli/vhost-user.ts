@@ -2,8 +2,13 @@
  * `virtio-snd vhost-user`: the vhost-user back-end daemon for QEMU's
  * vhost-user-snd-pci. It listens on a Unix socket, serves one front-end at a
  * time, prints one line per stream event, and on SIGINT or SIGTERM finishes
- * its files, prints a summary per stream and exits 0.
+ * its files, prints a summary per stream and exits 0. With --record, each
+ * front-end's session is recorded as a trace (src/trace/), one file per
+ * connection.
  */
+import { unlinkSync } from "node:fs";
+import { createRequire } from "node:module";
+import { extname } from "node:path";
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
 import { type Clock, RealTimeClock } from "../audio/clock.js";
 import { openCaptureVoice } from "../audio/paced-input-voice.js";
@@ -20,9 +25,11 @@ import { VirtioSndError } from "../errors.js";
 import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
 import { WavFileBackend } from "../node/file-backend.js";
 import { WavSource } from "../node/sources.js";
+import { TraceFileWriter } from "../node/trace-file.js";
 import { pcmFormatName } from "../node/wav.js";
 import { PCM_STATE_NAMES } from "../stream/pcm-state.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
+import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
 import { VhostUserDaemon } from "../vhost-user/daemon.js";
 import { type NativeBinding, nativeAvailable } from "../vhost-user/native.js";
 
@@ -43,6 +50,12 @@ Options:
   --jacks N            jacks, headphone and microphone in turn (default 2)
   --chmaps N           channel maps, of: stereo out, stereo in, mono out, mono in, 5.1 out,
                        7.1 out, for the directions that have streams (default all of those)
+  --record FILE        record each front-end's session as a trace (JSON Lines, replayable with
+                       replayTrace): the first connection to FILE, later ones to FILE with -2,
+                       -3, ... before the extension (s.jsonl, s-2.jsonl, ...); files are replaced
+  --record-audio full|hash
+                       TX audio in the trace: its bytes (default full) or only their SHA-256,
+                       far smaller (the replay then checks how much was played, not what)
   -h, --help           this text
 
 Prints one line per stream event; SIGINT or SIGTERM finishes the files, prints what each
@@ -70,6 +83,8 @@ interface Options {
   inputs: number;
   jacks: number;
   chmaps: number | undefined;
+  record: string | undefined;
+  recordAudio: "full" | "hash";
 }
 
 class UsageError extends Error {}
@@ -91,6 +106,8 @@ function parse(args: readonly string[]): Options | "help" {
     "--streams": "streams",
     "--jacks": "jacks",
     "--chmaps": "chmaps",
+    "--record": "record",
+    "--record-audio": "recordAudio",
   };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
@@ -105,7 +122,13 @@ function parse(args: readonly string[]): Options | "help" {
       case "socket":
       case "output":
       case "input":
+      case "record":
         o[name] = value;
+        break;
+      case "recordAudio":
+        if (value !== "full" && value !== "hash")
+          throw new UsageError(`--record-audio takes "full" or "hash", not "${value}"`);
+        o.recordAudio = value;
         break;
       case "streams": {
         const m = /^(\d+),(\d+)$/.exec(value);
@@ -127,6 +150,8 @@ function parse(args: readonly string[]): Options | "help" {
     }
   }
   if (o.socket === undefined) throw new UsageError("--socket PATH is required");
+  if (o.recordAudio !== undefined && o.record === undefined)
+    throw new UsageError("--record-audio goes with --record FILE");
   return {
     socket: o.socket,
     output: o.output,
@@ -135,7 +160,20 @@ function parse(args: readonly string[]): Options | "help" {
     inputs: o.inputs ?? 1,
     jacks: o.jacks ?? 2,
     chmaps: o.chmaps,
+    record: o.record,
+    recordAudio: o.recordAudio ?? "full",
   };
+}
+
+/**
+ * The trace file of front-end connection `session` (1, 2, ...) for
+ * `--record FILE`: FILE itself, then FILE with "-2", "-3", ... before its
+ * extension ("s.jsonl", "s-2.jsonl"; "trace" and "trace-2" without one).
+ */
+export function sessionTracePath(file: string, session: number): string {
+  if (session <= 1) return file;
+  const ext = extname(file);
+  return `${file.slice(0, file.length - ext.length)}-${session}${ext}`;
 }
 
 /** The device's streams, jacks and channel maps from the options. */
@@ -269,6 +307,15 @@ function describeEvent(e: StreamEvent, state: number | undefined): string {
   }
 }
 
+/** This package's version, for trace notes. */
+function packageVersion(): string {
+  try {
+    return (createRequire(import.meta.url)("../../package.json") as { version: string }).version;
+  } catch {
+    return "(unknown version)";
+  }
+}
+
 function waitForSignal(): { promise: Promise<string>; dispose: () => void } {
   let dispose = (): void => {};
   const promise = new Promise<string>((resolve) => {
@@ -342,6 +389,20 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   };
   const backend = new CommandBackend(sink, source, clock, tally);
 
+  // --record: the first file is made now, so a path that cannot be written fails at once.
+  const record = options.record;
+  let firstWriter: TraceFileWriter | null = null;
+  if (record !== undefined) {
+    try {
+      firstWriter = new TraceFileWriter(record);
+    } catch (err) {
+      backend.close();
+      complain(`--record: cannot write ${record}: ${err instanceof Error ? err.message : String(err)}`);
+      return 1;
+    }
+  }
+  const tracer = record !== undefined ? new SessionTracer() : undefined;
+
   let daemon: VhostUserDaemon;
   try {
     daemon = new VhostUserDaemon({
@@ -349,26 +410,77 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       backend,
       clock,
       config,
+      ...(tracer !== undefined ? { recorder: tracer } : {}),
       ...(io.binding !== undefined ? { binding: io.binding } : {}),
     });
   } catch (err) {
     backend.close();
+    firstWriter?.close();
     complain(err instanceof Error ? err.message : String(err));
     return 1;
   }
+
+  // One trace per front-end connection.
+  let sessions = 0;
+  let recording: { path: string; writer: TraceFileWriter; recorder: TraceRecorder } | null = null;
+  const beginRecording = (): void => {
+    if (record === undefined || tracer === undefined) return;
+    sessions++;
+    const path = sessionTracePath(record, sessions);
+    let writer: TraceFileWriter;
+    try {
+      writer = sessions === 1 && firstWriter !== null ? firstWriter : new TraceFileWriter(path);
+    } catch (err) {
+      complain(`--record: cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    const recorder = new TraceRecorder({
+      sink: writer,
+      txAudio: options.recordAudio,
+      note:
+        `virtio-snd vhost-user ${packageVersion()}: front-end connection ${sessions} on ${options.socket}, ` +
+        `${new Date().toISOString()}; ${options.outputs} output and ${options.inputs} input streams; ` +
+        `output to ${sink.name}, input from ${options.input}; ` +
+        `TX audio ${options.recordAudio === "full" ? "in full" : "as SHA-256"}`,
+    });
+    tracer.begin(recorder);
+    recording = { path, writer, recorder };
+    say(`${stamp(clock.now())} recording this front-end's session to ${path}`);
+  };
+  const endRecording = (): void => {
+    const r = recording;
+    if (r === null || tracer === undefined) return;
+    recording = null;
+    tracer.end();
+    try {
+      r.writer.close();
+    } catch (err) {
+      r.recorder.error ??= err;
+    }
+    if (r.recorder.error !== null) {
+      const e = r.recorder.error;
+      complain(`--record: ${r.path} is incomplete: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    say(`${stamp(clock.now())} trace: ${r.recorder.events} events written to ${r.path}`);
+  };
   const streams = config.streams ?? [];
   daemon.on("stream", (e) => {
     if (e.type === "xrun") tally(e.streamId, streams[e.streamId]?.direction ?? "output").xruns++;
     const state = daemon.device.streams[e.streamId]?.state;
     say(`${stamp(e.time)} stream ${e.streamId} ${describeEvent(e, state)}`);
   });
-  daemon.on("connect", () => say(`${stamp(clock.now())} front-end connected`));
-  daemon.on("disconnect", (reason) =>
+  daemon.on("connect", () => {
+    say(`${stamp(clock.now())} front-end connected`);
+    beginRecording();
+  });
+  daemon.on("disconnect", (reason) => {
+    // The device was reset: the session's trace is complete.
+    endRecording();
     say(
       `${stamp(clock.now())} front-end ${reason === null ? "disconnected" : `lost (${reason.message})`}; ` +
         "waiting for the next one",
-    ),
-  );
+    );
+  });
   daemon.on("log", (e) => {
     if (e.level === "warn" || e.level === "error")
       complain(`${e.level === "warn" ? "warning" : "error"}: ${e.message}`);
@@ -387,6 +499,17 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   signal?.dispose();
   // Resetting the device stops every stream and closes its voice: files get their final headers.
   daemon.close();
+  endRecording();
+  if (sessions === 0 && firstWriter !== null && record !== undefined) {
+    // No front-end came: no trace, rather than an empty file.
+    firstWriter.close();
+    try {
+      unlinkSync(record);
+    } catch {
+      // Already gone.
+    }
+    say(`no front-end connected: nothing recorded to ${record}`);
+  }
   try {
     backend.close();
   } catch (err) {

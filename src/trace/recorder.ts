@@ -306,6 +306,80 @@ export class TraceRecorder implements DeviceTracer {
   }
 }
 
+/**
+ * A DeviceTracer that records a device's sessions one after the other, each
+ * with its own TraceRecorder: a vhost-user daemon serves its front-ends in
+ * turn with one device, and each connection makes a trace of its own. Give it
+ * to the device as VirtioSoundOptions.recorder; begin() a recorder when a
+ * session starts, with the device reset (as after a disconnect: a trace
+ * replays against a fresh device), and end() it when the session ends.
+ * Between sessions nothing is recorded.
+ */
+export class SessionTracer implements DeviceTracer {
+  private info: TraceDeviceInfo | null = null;
+  private current: TraceRecorder | null = null;
+
+  /** The recorder of the session under way, if any. */
+  get recorder(): TraceRecorder | null {
+    return this.current;
+  }
+
+  attach(info: TraceDeviceInfo): void {
+    this.info = info;
+  }
+
+  /** Starts a session recorded by `recorder` (ending the one under way); its times start now. */
+  begin(recorder: TraceRecorder): void {
+    this.end();
+    if (this.info !== null) recorder.attach(this.info);
+    this.current = recorder;
+  }
+
+  /** Ends the session under way: its recorder is closed (the caller closes its sink) and returned. */
+  end(): TraceRecorder | null {
+    const r = this.current;
+    this.current = null;
+    r?.close();
+    return r;
+  }
+
+  features(features: bigint, accepted: boolean): void {
+    this.current?.features(features, accepted);
+  }
+
+  queue(index: number, queue: DeviceQueue, base: number | undefined): DeviceQueue {
+    return this.current === null ? queue : this.current.queue(index, queue, base);
+  }
+
+  stopQueue(index: number, base: number): void {
+    this.current?.stopQueue(index, base);
+  }
+
+  kick(index: number): void {
+    this.current?.kick(index);
+  }
+
+  interrupt(index: number): void {
+    this.current?.interrupt(index);
+  }
+
+  reset(): void {
+    this.current?.reset();
+  }
+
+  needsReset(error: Error): void {
+    this.current?.needsReset(error);
+  }
+
+  jack(jackId: number, connected: boolean): void {
+    this.current?.jack(jackId, connected);
+  }
+
+  control(op: ControlOp, controlId: number, value: unknown): void {
+    this.current?.control(op, controlId, value);
+  }
+}
+
 /** A queue that tells the recorder about every chain taken and returned. */
 class RecordingQueue implements DeviceQueue {
   constructor(

@@ -30,11 +30,17 @@
  * not shift what follows. Give `input` (as MemoryBackendOptions.input) to
  * capture from a known source instead, which also checks the recorded rx data.
  *
+ * replayTrace runs the whole replay at once on a VirtualClock of its own.
+ * LiveReplay (live-replay.ts) runs the same steps (the Replay class below) on
+ * a clock and into an audio backend the caller gives, asynchronously, e.g. in
+ * real time to a speaker.
+ *
  * No Node built-ins: this is core code.
  */
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
-import { VirtualClock } from "../audio/clock.js";
-import { MemoryBackend, type MemoryPlayback } from "../audio/memory-backend.js";
+import type { ByteBuffer } from "../audio/byte-buffer.js";
+import { type Clock, VirtualClock } from "../audio/clock.js";
+import { MemoryBackend } from "../audio/memory-backend.js";
 import { PacedVoice, periodFrames } from "../audio/paced-voice.js";
 import { type PcmParams, fillSilence, silencePattern } from "../audio/pcm-params.js";
 import type { ControlValueInput } from "../device/controls.js";
@@ -58,6 +64,7 @@ import {
   VIRTIO_SND_VQ_TX,
 } from "../spec/constants.js";
 import type { CtlTlv } from "../spec/structs.js";
+import type { StreamEvent } from "../stream/pcm-stream.js";
 import type { Chain } from "../virtqueue/chain.js";
 import type { DeviceQueue } from "../virtqueue/virtqueue.js";
 import { firstDifference, sha256Hex, toHex } from "./bytes.js";
@@ -182,6 +189,58 @@ export type ReplayResult =
       readonly message: string;
       readonly stats: ReplayStats;
     };
+
+/** A message the replayed device completed (see LiveReplay's onCompletion). */
+export interface ReplayCompletion {
+  /** Trace time (ns) at which the replayed device completed it. */
+  readonly t: number;
+  /** The queue: 0 control, 1 event, 2 tx, 3 rx. */
+  readonly queue: number;
+  /** The chain's "seq" in the trace. */
+  readonly message: number;
+  /** tx/rx: the stream the xfer header names. */
+  readonly stream?: number;
+  /** The used length. */
+  readonly len: number;
+  /** The chain's readable bytes as recorded, up to the first descriptor recorded as a hash. */
+  readonly request: Uint8Array;
+  /** How many readable bytes the chain has (tx: the xfer header and the audio, hashed or not). */
+  readonly readableBytes: number;
+  /** The bytes the device wrote: the writable part's first min(len, writable) bytes. */
+  readonly response: Uint8Array;
+}
+
+/** What one output voice of a replay was given, in order (a MemoryPlayback is one). */
+export interface PlayedSession {
+  readonly streamId: number;
+  readonly data: ByteBuffer;
+}
+
+/**
+ * How a replay runs, for LiveReplay (src/trace/live-replay.ts): its clock,
+ * where output streams play, and what it reports. replayTrace runs on a
+ * VirtualClock of its own into a MemoryBackend.
+ * @internal
+ */
+export interface ReplayEnv {
+  readonly clock: Clock;
+  /** Where output streams play, and the bytes each of its voices took (checked against the trace). */
+  readonly output?: { readonly backend: AudioBackend; readonly sessions: readonly PlayedSession[] };
+  /** Every trace event, when the replay reaches its time (input events once applied). */
+  readonly onEvent?: (event: TraceEvent, index: number) => void;
+  readonly onCompletion?: (completion: ReplayCompletion) => void;
+  readonly onStreamEvent?: (event: StreamEvent) => void;
+}
+
+/**
+ * What a replay waits for next: trace time `t`; with `until`, time up to `t`
+ * while `until()` is false (settling the replay as time passes).
+ * @internal
+ */
+export interface ReplayWait {
+  readonly t: number;
+  readonly until?: () => boolean;
+}
 
 /**
  * Replays a trace (its text, its lines, or a parsed Trace) and compares the
@@ -410,16 +469,26 @@ class BufferPool {
   }
 }
 
-class Replay {
+/**
+ * One replay of a trace. replayTrace() runs it on a VirtualClock in one go
+ * (run()); LiveReplay drives the same steps on any clock (runWith()).
+ * @internal
+ */
+export class Replay {
   private readonly a: Analysis;
   private readonly events: readonly TraceEvent[];
-  private readonly clock = new VirtualClock();
+  readonly clock: Clock;
+  /** Clock time of trace time 0 (a live replay moves it to skip idle time). */
+  origin: number;
   private readonly memory: FlatMemory;
   private readonly rings: BumpAllocator;
   private readonly pool: BufferPool;
-  private readonly output: MemoryBackend;
+  /** Inputs with `options.input`, and outputs when the environment names no backend. */
+  private readonly memoryBackend: MemoryBackend;
+  /** Every output voice's bytes, in the order the voices were opened. */
+  readonly played: readonly PlayedSession[];
   private readonly backend: ReplayBackend;
-  private device!: VirtioSound;
+  device!: VirtioSound;
 
   private readonly driver: (DriverQueue | null)[] = [null, null, null, null];
   private readonly stopped = [false, false, false, false];
@@ -447,23 +516,28 @@ class Replay {
   constructor(
     readonly trace: Trace,
     readonly options: ReplayOptions,
+    private readonly env: ReplayEnv = { clock: new VirtualClock() },
   ) {
     this.events = trace.events;
     this.a = new Analysis(trace);
     this.frontier = this.a.firstInput;
+    this.clock = env.clock;
+    this.origin = env.clock.now();
     const size = options.memorySize ?? 64 * 1024 * 1024;
     this.memory = new FlatMemory(new ArrayBuffer(size), MEMORY_BASE);
     const ringEnd = MEMORY_BASE + Math.min(RING_AREA, Math.floor(size / 4));
     this.rings = new BumpAllocator(MEMORY_BASE, ringEnd);
     this.pool = new BufferPool(new BumpAllocator(ringEnd, MEMORY_BASE + size));
-    this.output = new MemoryBackend({
+    this.memoryBackend = new MemoryBackend({
       clock: this.clock,
       ...(options.input !== undefined ? { input: options.input } : {}),
       ...(options.chunkFrames !== undefined ? { chunkFrames: options.chunkFrames } : {}),
     });
+    this.played = env.output?.sessions ?? this.memoryBackend.playbacks;
     this.backend = new ReplayBackend(
       this.clock,
-      this.output,
+      env.output?.backend ?? this.memoryBackend,
+      this.memoryBackend,
       options.input === undefined ? this.a : null,
       options.chunkFrames,
     );
@@ -482,53 +556,109 @@ class Replay {
     return this.divergence !== null || this.error !== null;
   }
 
+  /** Trace time now (ns). */
+  traceNow(): number {
+    return this.clock.now() - this.origin;
+  }
+
+  /** Runs the whole replay on its VirtualClock. */
   run(): ReplayResult {
+    const clock = this.clock;
+    if (!(clock instanceof VirtualClock)) throw new TypeError("Replay.run() needs a VirtualClock");
     try {
-      this.build();
-      const maxTime = this.options.maxTimeNs ?? 24 * 3600e9;
-      for (let i = 0; i < this.events.length && !this.done; i++) {
-        const e = this.events[i]!;
-        this.current = i;
-        if (e.t > maxTime) {
-          throw new TraceError(
-            this.lineOf(i),
-            `time ${e.t} ns is past the replay's limit of ${maxTime} ns (ReplayOptions.maxTimeNs)`,
-          );
-        }
-        this.clock.advanceTo(e.t);
-        this.settle();
-        if (this.done) break;
-        if (INPUT_EVENTS.has(e.ev)) {
-          this.frontier = this.a.nextInput[i]!;
-          this.apply(e, i);
-        } else if (e.ev === "needs-reset") {
-          if (this.broken === null) {
-            this.diverge({
-              reason: "needs-reset",
-              queue: -1,
-              message: -1,
-              expected: "",
-              actual: "",
-              t: e.t,
-              line: this.lineOf(i),
-              detail: `the recorded device needed a reset here (${e.message}); the replayed one did not`,
-            });
-          } else {
-            this.brokenMatched = true;
-          }
-        }
-        this.settle();
-      }
-      if (!this.done) this.finish();
+      const steps = this.steps();
+      for (let w = steps.next(); w.done !== true; w = steps.next()) this.advanceVirtual(clock, w.value);
     } catch (err) {
       if (this.error === null) this.error = err;
     }
+    return this.result();
+  }
+
+  /**
+   * Runs the replay, letting `advance` bring the clock to each step's time
+   * (for a VirtualClock, advanceVirtual does it).
+   */
+  async runWith(advance: (wait: ReplayWait) => Promise<void> | void): Promise<ReplayResult> {
+    try {
+      const steps = this.steps();
+      for (let w = steps.next(); w.done !== true; w = steps.next()) await advance(w.value);
+    } catch (err) {
+      if (this.error === null) this.error = err;
+    }
+    return this.result();
+  }
+
+  /** Brings a VirtualClock to a step's time, firing timers on the way. */
+  advanceVirtual(clock: VirtualClock, w: ReplayWait): void {
+    const target = this.origin + w.t;
+    if (w.until === undefined) {
+      clock.advanceTo(target);
+      return;
+    }
+    while (!w.until()) {
+      const next = clock.nextDeadline();
+      if (next === undefined || next > target) break;
+      clock.advanceTo(next);
+      this.settle();
+    }
+  }
+
+  /** The replay, as the times it needs to reach in turn. */
+  private *steps(): Generator<ReplayWait, void, undefined> {
+    this.build();
+    const maxTime = this.options.maxTimeNs ?? 24 * 3600e9;
+    for (let i = 0; i < this.events.length && !this.done; i++) {
+      const e = this.events[i]!;
+      this.current = i;
+      if (e.t > maxTime) {
+        throw new TraceError(
+          this.lineOf(i),
+          `time ${e.t} ns is past the replay's limit of ${maxTime} ns (ReplayOptions.maxTimeNs)`,
+        );
+      }
+      yield { t: e.t };
+      this.settle();
+      if (this.done) break;
+      if (INPUT_EVENTS.has(e.ev)) {
+        this.frontier = this.a.nextInput[i]!;
+        this.apply(e, i);
+      } else if (e.ev === "needs-reset") {
+        if (this.broken === null) {
+          this.diverge({
+            reason: "needs-reset",
+            queue: -1,
+            message: -1,
+            expected: "",
+            actual: "",
+            t: e.t,
+            line: this.lineOf(i),
+            detail: `the recorded device needed a reset here (${e.message}); the replayed one did not`,
+          });
+        } else {
+          this.brokenMatched = true;
+        }
+      }
+      this.settle();
+      if (this.env.onEvent !== undefined) this.guard(() => this.env.onEvent!(e, i));
+    }
+    if (this.done) return;
+    // The end: time for the device to complete what the recording completed.
+    this.afterEnd = true;
+    this.frontier = this.events.length;
+    yield {
+      t: this.traceNow() + (this.options.graceNs ?? 1_000_000_000),
+      until: () => this.done || this.allMatched(),
+    };
+    this.finish();
+  }
+
+  private result(): ReplayResult {
     if (this.error !== null) throw this.asTraceError(this.error);
-    this.stats.endTime = this.clock.now();
-    for (const p of this.output.playbacks)
+    this.stats.endTime = this.traceNow();
+    for (const p of this.played)
       this.stats.played[p.streamId] = (this.stats.played[p.streamId] ?? 0) + p.data.length;
     for (const [s, n] of this.backend.captured) this.stats.captured[s] = n;
-    for (const c of this.output.captures)
+    for (const c of this.memoryBackend.captures)
       this.stats.captured[c.streamId] = (this.stats.captured[c.streamId] ?? 0) + c.delivered.length;
     const d = this.divergence;
     if (d === null) return { ok: true, stats: this.stats };
@@ -559,6 +689,7 @@ class Replay {
         config: header.device.config,
         packed,
         interrupt: (q) => this.guard(() => this.reap(q)),
+        ...(this.env.onStreamEvent !== undefined ? { onStreamEvent: this.env.onStreamEvent } : {}),
         onNeedsReset: (e) => {
           this.broken = e.message;
           this.brokenMatched = false;
@@ -834,7 +965,7 @@ class Replay {
   beforeReturn(q: number): void {
     if (q !== VIRTIO_SND_VQ_TX) return;
     const played: Record<number, number> = {};
-    for (const p of this.output.playbacks) played[p.streamId] = (played[p.streamId] ?? 0) + p.data.length;
+    for (const p of this.played) played[p.streamId] = (played[p.streamId] ?? 0) + p.data.length;
     this.txReturns.push(played);
   }
 
@@ -852,7 +983,7 @@ class Replay {
           message: -1,
           expected: "",
           actual: "",
-          t: this.clock.now(),
+          t: this.traceNow(),
           line: this.lineOf(Math.max(0, this.current)),
           detail: err instanceof Error ? err.message : String(err),
         });
@@ -871,8 +1002,36 @@ class Replay {
       }
       this.freeBuffers(f);
       this.stats.completions++;
+      if (this.env.onCompletion !== undefined) this.report(q, f, u.len, written);
       if (!this.done) this.completed(q, f, u.len, written, returned);
     }
+  }
+
+  private report(q: number, f: InFlight, len: number, written: Uint8Array): void {
+    const ev = f.chain.ev;
+    const parts: Uint8Array[] = [];
+    for (const seg of ev.r) {
+      if (!("data" in seg)) break;
+      parts.push(seg.data);
+    }
+    const request = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      request.set(p, off);
+      off += p.length;
+    }
+    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
+    const completion: ReplayCompletion = {
+      t: this.traceNow(),
+      queue: q,
+      message: ev.seq,
+      ...(io ? { stream: f.chain.stream } : {}),
+      len,
+      request,
+      readableBytes: ev.r.reduce((a, seg) => a + seg.len, 0),
+      response: written.subarray(0, Math.min(len, written.length)),
+    };
+    this.guard(() => this.env.onCompletion!(completion));
   }
 
   private completed(
@@ -920,7 +1079,7 @@ class Replay {
         ...(exp !== undefined ? { expectedMessage: exp.ev.seq } : {}),
         expected: "",
         actual,
-        t: this.clock.now(),
+        t: this.traceNow(),
         line: this.lineOf(info.index),
         detail:
           `the device completed message ${seq} (used length ${len}), which the recording never completed` +
@@ -1017,7 +1176,7 @@ class Replay {
   private checkPlayed(): void {
     while (this.plays.length > 0 && !this.done) {
       const c = this.plays.shift()!;
-      const sessions = this.output.playbacksOf(c.stream);
+      const sessions = this.played.filter((p) => p.streamId === c.stream);
       const pos = this.playPos.get(c.stream) ?? 0;
       const n = c.audio.length;
       // Cut short (RELEASE, SET_PARAMS, a stopped queue, an error): played up to where the device returned it.
@@ -1050,7 +1209,8 @@ class Replay {
 
   // ---- the end ------------------------------------------------------------------------
 
-  private settle(): void {
+  /** Takes what the device returned and checks what was played (also as a live replay's time passes). */
+  settle(): void {
     for (let q = 0; q < 4; q++) this.reap(q);
     this.checkPlayed();
     if (this.broken !== null && !this.brokenMatched && !this.done) {
@@ -1070,15 +1230,6 @@ class Replay {
   }
 
   private finish(): void {
-    this.afterEnd = true;
-    this.frontier = this.events.length;
-    const limit = this.clock.now() + (this.options.graceNs ?? 1_000_000_000);
-    while (!this.done && !this.allMatched()) {
-      const next = this.clock.nextDeadline();
-      if (next === undefined || next > limit) break;
-      this.clock.advanceTo(next);
-      this.settle();
-    }
     this.settle();
     if (this.done) return;
     let first: ExpectedUse | null = null;
@@ -1187,7 +1338,11 @@ class FeedingQueue implements DeviceQueue {
 // Capture from the recording
 // ---------------------------------------------------------------------------------------
 
-/** Outputs play into a MemoryBackend; inputs capture what the recording received (or from `input`). */
+/**
+ * Outputs play into the replay's output backend (a MemoryBackend unless a live
+ * replay gives another); inputs capture what the recording received (or, with
+ * `input`, from the MemoryBackend).
+ */
 class ReplayBackend implements AudioBackend {
   readonly name = "replay";
   /** Bytes taken per input stream by recorded-input voices. */
@@ -1195,14 +1350,15 @@ class ReplayBackend implements AudioBackend {
   private readonly sessions = new Map<number, number>();
 
   constructor(
-    private readonly clock: VirtualClock,
+    private readonly clock: Clock,
+    private readonly output: AudioBackend,
     private readonly memory: MemoryBackend,
     private readonly recording: Analysis | null,
     private readonly chunkFrames: number | undefined,
   ) {}
 
   openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
-    return this.memory.openOutput(streamId, params, source);
+    return this.output.openOutput(streamId, params, source);
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
@@ -1230,7 +1386,7 @@ class RecordedInputVoice extends PacedVoice {
   private position = 0;
 
   constructor(
-    clock: VirtualClock,
+    clock: Clock,
     params: PcmParams,
     chunkFrames: number,
     private readonly sink: InputSink,
@@ -1257,7 +1413,7 @@ class RecordedInputVoice extends PacedVoice {
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-function slicePlayed(sessions: readonly MemoryPlayback[], from: number, to: number): Uint8Array {
+function slicePlayed(sessions: readonly PlayedSession[], from: number, to: number): Uint8Array {
   const out = new Uint8Array(Math.max(0, to - from));
   let start = 0;
   let got = 0;
