@@ -6,6 +6,14 @@
 export * from "./errors.js";
 export * from "./spec/constants.js";
 export * from "./spec/structs.js";
+export {
+  PCM_FORMAT_NAMES,
+  controlName,
+  eventName,
+  pcmFormatName,
+  requestName,
+  statusName,
+} from "./spec/names.js";
 export type { GuestMemory } from "./memory/guest-memory.js";
 export { isSafeUint } from "./memory/guest-memory.js";
 export { FlatMemory } from "./memory/flat-memory.js";
@@ -99,7 +107,6 @@ export {
 } from "./audio/sources.js";
 export {
   SimulatedGuest,
-  controlName,
   type Completion,
   type ControlLogEntry,
   type ControlReply,

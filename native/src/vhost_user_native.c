@@ -92,6 +92,15 @@ static void throw_errno(napi_env env, int err, const char* syscall_name, const c
   napi_throw(env, error);
 }
 
+/* After a failed system call on a new fd: closes the fd and throws the call's
+ * errno (saved first). Returns NULL, for the caller to return. */
+static napi_value close_and_throw(napi_env env, int fd, const char* syscall_name, const char* detail) {
+  int err = errno;
+  close(fd);
+  throw_errno(env, err, syscall_name, detail);
+  return NULL;
+}
+
 /* After a failed napi_* call that did not already throw, throw something. */
 static void throw_napi_failure(napi_env env, const char* what) {
   bool pending = false;
@@ -352,6 +361,28 @@ static void set_sockaddr(struct sockaddr_un* addr, const char* path) {
   memcpy(addr->sun_path, path, strlen(path) + 1);
 }
 
+/* A non-blocking, cloexec Unix stream socket; -1 when it cannot be made (thrown). */
+static int unix_socket(napi_env env) {
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw_errno(env, errno, "socket", NULL);
+  return fd;
+}
+
+/* Room for the largest SCM_RIGHTS control message, aligned for struct cmsghdr. */
+typedef union {
+  char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  struct cmsghdr align;
+} fd_control_t;
+
+/* A msghdr for the one buffer [data, data + len), with no control data yet. */
+static void init_msg(struct msghdr* msg, struct iovec* iov, void* data, size_t len) {
+  iov->iov_base = data;
+  iov->iov_len = len;
+  memset(msg, 0, sizeof *msg);
+  msg->msg_iov = iov;
+  msg->msg_iovlen = 1;
+}
+
 /* listen(path, backlog): a non-blocking, cloexec listening socket. */
 static napi_value js_listen(napi_env env, napi_callback_info info) {
   napi_value argv[2];
@@ -361,34 +392,18 @@ static napi_value js_listen(napi_env env, napi_callback_info info) {
   if (!get_string(env, argv[0], "path", path, sizeof path, "bind")) return NULL;
   if (!get_integer(env, argv[1], "backlog", 0, INT_MAX, &backlog)) return NULL;
 
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    throw_errno(env, errno, "socket", NULL);
-    return NULL;
-  }
+  int fd = unix_socket(env);
+  if (fd < 0) return NULL;
   /* A stale socket file from an earlier run would make bind fail: remove it,
    * but only if it is a socket (never a regular file someone mistyped). */
   struct stat st;
   if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && unlink(path) != 0 && errno != ENOENT) {
-    int err = errno;
-    close(fd);
-    throw_errno(env, err, "unlink", path);
-    return NULL;
+    return close_and_throw(env, fd, "unlink", path);
   }
   struct sockaddr_un addr;
   set_sockaddr(&addr, path);
-  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    int err = errno;
-    close(fd);
-    throw_errno(env, err, "bind", path);
-    return NULL;
-  }
-  if (listen(fd, (int)backlog) != 0) {
-    int err = errno;
-    close(fd);
-    throw_errno(env, err, "listen", path);
-    return NULL;
-  }
+  if (bind(fd, (struct sockaddr*)&addr, sizeof addr) != 0) return close_and_throw(env, fd, "bind", path);
+  if (listen(fd, (int)backlog) != 0) return close_and_throw(env, fd, "listen", path);
   return make_int(env, fd);
 }
 
@@ -415,20 +430,12 @@ static napi_value js_connect(napi_env env, napi_callback_info info) {
   socket_path_t path;
   if (!get_args(env, info, 1, argv, NULL)) return NULL;
   if (!get_string(env, argv[0], "path", path, sizeof path, "connect")) return NULL;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    throw_errno(env, errno, "socket", NULL);
-    return NULL;
-  }
+  int fd = unix_socket(env);
+  if (fd < 0) return NULL;
   struct sockaddr_un addr;
   set_sockaddr(&addr, path);
   /* A Unix stream connect completes at once or fails (EAGAIN: backlog full). */
-  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) {
-    int err = errno;
-    close(fd);
-    throw_errno(env, err, "connect", path);
-    return NULL;
-  }
+  if (connect(fd, (struct sockaddr*)&addr, sizeof addr) != 0) return close_and_throw(env, fd, "connect", path);
   return make_int(env, fd);
 }
 
@@ -449,15 +456,10 @@ static napi_value js_recvmsg(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  struct iovec iov = {.iov_base = data, .iov_len = len};
+  fd_control_t control;
+  struct iovec iov;
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  init_msg(&msg, &iov, data, len);
   if (max_fds > 0) {
     msg.msg_control = control.buf;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)max_fds);
@@ -558,15 +560,10 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
-  union {
-    char buf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
-    struct cmsghdr align;
-  } control;
-  struct iovec iov = {.iov_base = data, .iov_len = len};
+  fd_control_t control;
+  struct iovec iov;
   struct msghdr msg;
-  memset(&msg, 0, sizeof msg);
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  init_msg(&msg, &iov, data, len);
   if (nfds > 0) {
     memset(control.buf, 0, sizeof control.buf);
     msg.msg_control = control.buf;
@@ -959,12 +956,7 @@ static napi_value js_memfd(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "memfd_create", NULL);
     return NULL;
   }
-  if (ftruncate(fd, (off_t)size) != 0) {
-    int err = errno;
-    close(fd);
-    throw_errno(env, err, "ftruncate", NULL);
-    return NULL;
-  }
+  if (ftruncate(fd, (off_t)size) != 0) return close_and_throw(env, fd, "ftruncate", NULL);
   return make_int(env, fd);
 }
 

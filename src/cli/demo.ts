@@ -10,29 +10,19 @@ import { relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AudioBackend } from "../audio/backend.js";
 import { type Clock, VirtualClock } from "../audio/clock.js";
-import { type PcmParams, bytesPerSecond } from "../audio/pcm-params.js";
-import { controlName } from "../driver/simulated-guest.js";
+import { bytesPerSecond } from "../audio/pcm-params.js";
 import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
 import { WavFileBackend } from "../node/file-backend.js";
 import { SpeakerBackend } from "../node/speaker-backend.js";
 import { readTraceFile } from "../node/trace-file.js";
-import { pcmFormatName } from "../node/wav.js";
-import {
-  VIRTIO_SND_EVT_CTL_NOTIFY,
-  VIRTIO_SND_EVT_JACK_CONNECTED,
-  VIRTIO_SND_EVT_JACK_DISCONNECTED,
-  VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
-  VIRTIO_SND_EVT_PCM_XRUN,
-  VIRTIO_SND_VQ_CONTROL,
-  VIRTIO_SND_VQ_EVENT,
-  VIRTIO_SND_VQ_TX,
-} from "../spec/constants.js";
-import { PCM_STATE_NAMES } from "../stream/pcm-state.js";
+import { VIRTIO_SND_VQ_CONTROL, VIRTIO_SND_VQ_EVENT, VIRTIO_SND_VQ_TX } from "../spec/constants.js";
+import { controlName, eventName, isEventCode, pcmFormatName } from "../spec/names.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import { firstDifference } from "../trace/bytes.js";
 import { type Trace, ringOf } from "../trace/format.js";
 import { LiveReplay, traceTxAudio } from "../trace/live-replay.js";
 import type { ReplayCompletion } from "../trace/replayer.js";
+import { describeStreamEvent } from "./stream-events.js";
 
 /** The trace `npm start` plays: shipped with the package (package.json "files"). */
 export const DEMO_TRACE = fileURLToPath(new URL("../../traces/demo-tune.jsonl", import.meta.url));
@@ -118,14 +108,6 @@ function wrap(text: string, width: number, indent: string): string[] {
   return lines;
 }
 
-const EVENT_NAMES: Record<number, string> = {
-  [VIRTIO_SND_EVT_JACK_CONNECTED]: "JACK_CONNECTED jack",
-  [VIRTIO_SND_EVT_JACK_DISCONNECTED]: "JACK_DISCONNECTED jack",
-  [VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED]: "PCM_PERIOD_ELAPSED stream",
-  [VIRTIO_SND_EVT_PCM_XRUN]: "PCM_XRUN stream",
-  [VIRTIO_SND_EVT_CTL_NOTIFY]: "CTL_NOTIFY control",
-};
-
 const u32 = (b: Uint8Array, off: number): number =>
   b.length < off + 4 ? -1 : (b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) + b[off + 3]! * 0x100_0000;
 
@@ -144,17 +126,11 @@ function describeRequest(req: Uint8Array): string {
   return req.length >= 8 ? `${name} ${what} ${u32(req, 4)}` : name;
 }
 
-function describeParams(p: PcmParams): string {
-  return (
-    `${pcmFormatName(p.format)}, ${p.channels} ch, ${p.rate} Hz, ` +
-    `period ${p.periodBytes} B, buffer ${p.bufferBytes} B`
-  );
-}
-
-function describeStreamEvent(e: StreamEvent, state: number | undefined): string {
-  if (e.type === "set-params" && e.params !== undefined) return `parameters set: ${describeParams(e.params)}`;
-  if (e.type === "error") return `error: ${e.error?.message ?? "unknown"}`;
-  return state === undefined ? e.type : `${e.type} (now ${PCM_STATE_NAMES[state] ?? state})`;
+/** "PCM_PERIOD_ELAPSED stream 0", "JACK_CONNECTED jack 1" and the like. */
+function describeEvent(type: number, data: number): string {
+  if (!isEventCode(type)) return `0x${type.toString(16)} ${data}`;
+  const what = type < 0x1100 ? "jack" : type < 0x1200 ? "stream" : "control";
+  return `${eventName(type)} ${what} ${data}`;
 }
 
 function streamsOf(trace: Trace): { outputs: number; inputs: number } {
@@ -280,10 +256,7 @@ export async function runDemo(args: readonly string[], io: DemoIo): Promise<numb
           (status < 0 ? "(no status)" : controlName(status)),
       );
     } else if (c.queue === VIRTIO_SND_VQ_EVENT) {
-      const type = u32(c.response, 0);
-      say(
-        `${stamp(clock.now())} event ${EVENT_NAMES[type] ?? `0x${type.toString(16)}`} ${u32(c.response, 4)}`,
-      );
+      say(`${stamp(clock.now())} event ${describeEvent(u32(c.response, 0), u32(c.response, 4))}`);
     } else if (c.queue === VIRTIO_SND_VQ_TX && c.stream !== undefined) {
       onPlayed(c.stream, Math.max(0, c.readableBytes - 4));
     }

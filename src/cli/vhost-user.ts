@@ -26,12 +26,10 @@ import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
 import { WavFileBackend } from "../node/file-backend.js";
 import { WavSource } from "../node/sources.js";
 import { TraceFileWriter } from "../node/trace-file.js";
-import { pcmFormatName } from "../node/wav.js";
-import { PCM_STATE_NAMES } from "../stream/pcm-state.js";
-import type { StreamEvent } from "../stream/pcm-stream.js";
 import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
 import { VhostUserDaemon } from "../vhost-user/daemon.js";
 import { type NativeBinding, nativeAvailable } from "../vhost-user/native.js";
+import { describeStreamEvent } from "./stream-events.js";
 
 export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [options]
 
@@ -291,22 +289,6 @@ function count(t: Tally, bytes: number, frameBitCount: number): void {
   t.bits = bits - frames * frameBitCount;
 }
 
-function describeEvent(e: StreamEvent, state: number | undefined): string {
-  switch (e.type) {
-    case "set-params": {
-      const p = e.params;
-      return p === undefined
-        ? "parameters set"
-        : `parameters set: ${pcmFormatName(p.format)}, ${p.channels} ch, ${p.rate} Hz, ` +
-            `period ${p.periodBytes} B, buffer ${p.bufferBytes} B`;
-    }
-    case "error":
-      return `error: ${e.error?.message ?? "unknown"}`;
-    default:
-      return state === undefined ? e.type : `${e.type} (now ${PCM_STATE_NAMES[state] ?? state})`;
-  }
-}
-
 /** This package's version, for trace notes. */
 function packageVersion(): string {
   try {
@@ -467,7 +449,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   daemon.on("stream", (e) => {
     if (e.type === "xrun") tally(e.streamId, streams[e.streamId]?.direction ?? "output").xruns++;
     const state = daemon.device.streams[e.streamId]?.state;
-    say(`${stamp(e.time)} stream ${e.streamId} ${describeEvent(e, state)}`);
+    say(`${stamp(e.time)} stream ${e.streamId} ${describeStreamEvent(e, state)}`);
   });
   daemon.on("connect", () => {
     say(`${stamp(clock.now())} front-end connected`);

@@ -14,6 +14,7 @@ import {
 } from "../virtqueue/ring-constants.js";
 import type { QueueLayout } from "../virtqueue/virtqueue.js";
 import type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver-queue.js";
+import { needEvent } from "./split-driver.js";
 
 const OFF_MASK = (1 << VIRTQ_PACKED_EVENT_F_WRAP_CTR) - 1;
 
@@ -163,10 +164,7 @@ export class PackedDriverQueue implements DriverQueue {
     const offWrap = this.mem.readU16(ev);
     let event = offWrap & OFF_MASK;
     if (offWrap >>> VIRTQ_PACKED_EVENT_F_WRAP_CTR !== this.availWrap) event -= this.size;
-    const now = this.nextAvail;
-    const old = now - added;
-    // vring_need_event(event, new, old), in 16 bits.
-    return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+    return needEvent(event, this.nextAvail, this.nextAvail - added);
   }
 
   getUsed(): Used | null {

@@ -50,6 +50,9 @@ import type { Buf, DriverQueue } from "./driver-queue.js";
 import { PackedDriverQueue } from "./packed-driver.js";
 import { SplitDriverQueue } from "./split-driver.js";
 
+/** The spec's name of a request or status code (src/spec/names.ts; re-exported for those who import it from here). */
+export { controlName } from "../spec/names.js";
+
 export interface GuestOptions {
   packed?: boolean;
   eventIdx?: boolean;
@@ -79,34 +82,6 @@ export interface ControlLogEntry {
   detail: string;
   /** The answer's status (VIRTIO_SND_S_*), or -1 when the device wrote none. */
   status: number;
-}
-
-const CODE_NAMES: Record<number, string> = {
-  [0x0001]: "JACK_INFO",
-  [0x0002]: "JACK_REMAP",
-  [0x0100]: "PCM_INFO",
-  [0x0101]: "PCM_SET_PARAMS",
-  [0x0102]: "PCM_PREPARE",
-  [0x0103]: "PCM_RELEASE",
-  [0x0104]: "PCM_START",
-  [0x0105]: "PCM_STOP",
-  [0x0200]: "CHMAP_INFO",
-  [0x0300]: "CTL_INFO",
-  [0x0301]: "CTL_ENUM_ITEMS",
-  [0x0302]: "CTL_READ",
-  [0x0303]: "CTL_WRITE",
-  [0x0304]: "CTL_TLV_READ",
-  [0x0305]: "CTL_TLV_WRITE",
-  [0x0306]: "CTL_TLV_COMMAND",
-  [0x8000]: "OK",
-  [0x8001]: "BAD_MSG",
-  [0x8002]: "NOT_SUPP",
-  [0x8003]: "IO_ERR",
-};
-
-/** The spec's name of a request or status code (without the VIRTIO_SND_R_/S_ prefix). */
-export function controlName(code: number): string {
-  return CODE_NAMES[code] ?? `0x${(code >>> 0).toString(16)}`;
 }
 
 function describeRequest(req: Uint8Array): string {

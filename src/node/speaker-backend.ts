@@ -43,7 +43,6 @@ import {
   silencePattern,
 } from "../audio/pcm-params.js";
 import { BackendError } from "../errors.js";
-import * as constants from "../spec/constants.js";
 import {
   VIRTIO_SND_PCM_FMT_A_LAW,
   VIRTIO_SND_PCM_FMT_FLOAT,
@@ -56,6 +55,7 @@ import {
   VIRTIO_SND_PCM_FMT_U16,
   VIRTIO_SND_PCM_FMT_U8,
 } from "../spec/constants.js";
+import { pcmFormatName } from "../spec/names.js";
 import { AUDIO_ENV_KEYS, SPEAKER_FORMATS, type SpeakerProbeResult, probeSpeaker } from "./speaker-probe.js";
 
 /** The constructor options of speaker's Speaker that this backend uses. */
@@ -147,16 +147,6 @@ const DEFAULT_CHUNK_MS = 10;
 const DEFAULT_CUSHION_MS = 40;
 /** Longest wait at close for written audio to play out before the device is closed. */
 const MAX_TAIL_MS = 1000;
-
-/** "S24", "FLOAT", ... for messages. */
-function formatName(format: number): string {
-  for (const [key, value] of Object.entries(constants)) {
-    if (value === format && key.startsWith("VIRTIO_SND_PCM_FMT_") && key !== "VIRTIO_SND_PCM_FMT_COUNT") {
-      return key.slice("VIRTIO_SND_PCM_FMT_".length);
-    }
-  }
-  return `format ${format}`;
-}
 
 /** Where a format goes when the device cannot take it as it is, best first. */
 function conversionTargets(format: number): readonly number[] {
@@ -305,7 +295,7 @@ export class SpeakerBackend implements AudioBackend {
     try {
       speaker._open?.();
     } catch (err) {
-      const what = `${formatName(target.format)}, ${params.channels} ch at ${target.rate} Hz`;
+      const what = `${pcmFormatName(target.format)}, ${params.channels} ch at ${target.rate} Hz`;
       throw new BackendError(
         `speaker cannot open ${this.options.device ?? "the default device"} for ${what}: ${(err as Error).message}`,
         { cause: err },
@@ -395,7 +385,7 @@ export class SpeakerBackend implements AudioBackend {
     }
     if ((format !== params.format || rate !== params.rate) && !isConvertible(params.format)) {
       throw new BackendError(
-        `speaker: ${formatName(params.format)} ${direct ? `at ${params.rate} Hz ` : ""}cannot be played or converted`,
+        `speaker: ${pcmFormatName(params.format)} ${direct ? `at ${params.rate} Hz ` : ""}cannot be played or converted`,
         { notSupported: true },
       );
     }

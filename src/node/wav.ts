@@ -64,8 +64,10 @@ import {
   VIRTIO_SND_PCM_FMT_U32,
   VIRTIO_SND_PCM_FMT_U8,
 } from "../spec/constants.js";
+import { pcmFormatName } from "../spec/names.js";
 
 export type { PcmFormatSpec } from "../audio/convert.js";
+export { PCM_FORMAT_NAMES, pcmFormatName } from "../spec/names.js";
 
 /** WAVE format tags (the `wFormatTag` of the fmt chunk, and the first two bytes of an extensible SubFormat). */
 export const WAVE_FORMAT_PCM = 0x0001;
@@ -73,39 +75,6 @@ export const WAVE_FORMAT_IEEE_FLOAT = 0x0003;
 export const WAVE_FORMAT_ALAW = 0x0006;
 export const WAVE_FORMAT_MULAW = 0x0007;
 export const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
-
-/** The names the spec gives the VIRTIO_SND_PCM_FMT_* values, without the prefix. */
-export const PCM_FORMAT_NAMES: readonly string[] = [
-  "IMA_ADPCM",
-  "MU_LAW",
-  "A_LAW",
-  "S8",
-  "U8",
-  "S16",
-  "U16",
-  "S18_3",
-  "U18_3",
-  "S20_3",
-  "U20_3",
-  "S24_3",
-  "U24_3",
-  "S20",
-  "U20",
-  "S24",
-  "U24",
-  "S32",
-  "U32",
-  "FLOAT",
-  "FLOAT64",
-  "DSD_U8",
-  "DSD_U16",
-  "DSD_U32",
-  "IEC958_SUBFRAME",
-];
-
-export function pcmFormatName(format: number): string {
-  return PCM_FORMAT_NAMES[format] ?? `format ${format}`;
-}
 
 /** How samples of one guest format are stored in a WAV file. */
 export interface WavLayout {

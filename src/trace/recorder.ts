@@ -15,6 +15,7 @@ import type { SoundConfig } from "../device/config.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import { VIRTIO_SND_VQ_RX, VIRTIO_SND_VQ_TX } from "../spec/constants.js";
 import type { Chain } from "../virtqueue/chain.js";
+import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
 import type { DeviceQueue } from "../virtqueue/virtqueue.js";
 import { sha256Hex } from "./bytes.js";
 import {
@@ -381,46 +382,24 @@ export class SessionTracer implements DeviceTracer {
 }
 
 /** A queue that tells the recorder about every chain taken and returned. */
-class RecordingQueue implements DeviceQueue {
+class RecordingQueue extends DelegatingQueue {
   constructor(
     private readonly recorder: TraceRecorder,
     private readonly index: number,
-    private readonly inner: DeviceQueue,
-  ) {}
-
-  get size(): number {
-    return this.inner.size;
+    inner: DeviceQueue,
+  ) {
+    super(inner);
   }
 
-  get inFlight(): number {
-    return this.inner.inFlight;
-  }
-
-  pop(): Chain | null {
+  override pop(): Chain | null {
     const chain = this.inner.pop();
     if (chain !== null) this.recorder.taken(this.index, chain);
     return chain;
   }
 
-  push(chain: Chain, written: number): void {
+  override push(chain: Chain, written: number): void {
     // Before the real push: the chain goes back to its pool there.
     this.recorder.returned(this.index, chain, written);
     this.inner.push(chain, written);
-  }
-
-  needsInterrupt(): boolean {
-    return this.inner.needsInterrupt();
-  }
-
-  enableNotifications(enabled: boolean): boolean {
-    return this.inner.enableNotifications(enabled);
-  }
-
-  getBase(): number {
-    return this.inner.getBase();
-  }
-
-  setBase(base: number): void {
-    this.inner.setBase(base);
   }
 }

@@ -66,6 +66,7 @@ import {
 import type { CtlTlv } from "../spec/structs.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import type { Chain } from "../virtqueue/chain.js";
+import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
 import type { DeviceQueue } from "../virtqueue/virtqueue.js";
 import { firstDifference, sha256Hex, toHex } from "./bytes.js";
 import {
@@ -1292,45 +1293,24 @@ class Feeder implements DeviceTracer {
   control(): void {}
 }
 
-class FeedingQueue implements DeviceQueue {
+/** A queue that lets the replay make the recorded chains available before each pop and note each return. */
+class FeedingQueue extends DelegatingQueue {
   constructor(
     private readonly replay: Replay,
     private readonly index: number,
-    private readonly inner: DeviceQueue,
-  ) {}
-
-  get size(): number {
-    return this.inner.size;
+    inner: DeviceQueue,
+  ) {
+    super(inner);
   }
 
-  get inFlight(): number {
-    return this.inner.inFlight;
-  }
-
-  pop(): Chain | null {
+  override pop(): Chain | null {
     this.replay.beforePop(this.index);
     return this.inner.pop();
   }
 
-  push(chain: Chain, written: number): void {
+  override push(chain: Chain, written: number): void {
     this.replay.beforeReturn(this.index);
     this.inner.push(chain, written);
-  }
-
-  needsInterrupt(): boolean {
-    return this.inner.needsInterrupt();
-  }
-
-  enableNotifications(enabled: boolean): boolean {
-    return this.inner.enableNotifications(enabled);
-  }
-
-  getBase(): number {
-    return this.inner.getBase();
-  }
-
-  setBase(base: number): void {
-    this.inner.setBase(base);
   }
 }
 

@@ -15,10 +15,9 @@ import {
   VIRTQ_PACKED_EVENT_SUPPRESS_SIZE,
   VIRTQ_PACKED_MAX_SIZE,
 } from "./ring-constants.js";
+import { checkArea, ringFault, usedLength } from "./ring-common.js";
 import type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue.js";
 
-/** Largest value a used descriptor's le32 `len` can carry. */
-const MAX_USED_LEN = 0xffff_ffff;
 /** Offsets inside a descriptor: le64 addr, le32 len, le16 id, le16 flags. */
 const DESC_LEN = 8;
 const DESC_ID = 12;
@@ -99,9 +98,9 @@ export class PackedQueue implements DeviceQueue {
     this.indirect = features.indirect;
     this.eventIdx = features.eventIdx;
 
-    checkArea(mem, "descriptor ring", layout.descAddr, VIRTQ_PACKED_DESC_SIZE * size);
-    checkArea(mem, "driver event suppression", layout.driverAddr, VIRTQ_PACKED_EVENT_SUPPRESS_SIZE);
-    checkArea(mem, "device event suppression", layout.deviceAddr, VIRTQ_PACKED_EVENT_SUPPRESS_SIZE);
+    checkArea("packed", mem, "descriptor ring", layout.descAddr, VIRTQ_PACKED_DESC_SIZE * size);
+    checkArea("packed", mem, "driver event suppression", layout.driverAddr, VIRTQ_PACKED_EVENT_SUPPRESS_SIZE);
+    checkArea("packed", mem, "device event suppression", layout.deviceAddr, VIRTQ_PACKED_EVENT_SUPPRESS_SIZE);
 
     this.descAddr = layout.descAddr;
     this.driverEventAddr = layout.driverAddr;
@@ -197,7 +196,7 @@ export class PackedQueue implements DeviceQueue {
       return chain;
     } catch (e) {
       if (chain !== null) this.release(chain);
-      throw this.broken(e, "reading the descriptor ring");
+      throw ringFault("packed", e, "reading the descriptor ring");
     }
   }
 
@@ -262,9 +261,7 @@ export class PackedQueue implements DeviceQueue {
     // A chain that is not in flight (pushed twice) is ignored: writing it again
     // would hand the driver a buffer id it may already have reused.
     if (slots === 0) return;
-    let len = chain.fault === ChainFault.None && written > 0 ? Math.floor(written) : 0;
-    if (len > chain.writableBytes) len = chain.writableBytes;
-    if (len > MAX_USED_LEN) len = MAX_USED_LEN;
+    const len = usedLength(chain, written);
     const id = chain.id;
     this.release(chain);
     this.slotsInFlight -= slots;
@@ -279,7 +276,7 @@ export class PackedQueue implements DeviceQueue {
       // The flags publish the descriptor, so they go last.
       mem.writeU16(d + DESC_FLAGS, flags);
     } catch (e) {
-      throw this.broken(e, "writing a used descriptor");
+      throw ringFault("packed", e, "writing a used descriptor");
     }
     let u = this.usedIdx + slots;
     // slots <= size, so one subtraction is enough.
@@ -303,7 +300,7 @@ export class PackedQueue implements DeviceQueue {
       if (flags === RING_EVENT_FLAGS_DESC && this.eventIdx)
         offWrap = mem.readU16(this.driverEventAddr + EVENT_OFF_WRAP);
     } catch (e) {
-      throw this.broken(e, "reading the driver event suppression structure");
+      throw ringFault("packed", e, "reading the driver event suppression structure");
     }
     if (flags === RING_EVENT_FLAGS_DISABLE) return false;
     // ENABLE, the reserved value 3, and DESC without EVENT_IDX (where it is not
@@ -338,7 +335,7 @@ export class PackedQueue implements DeviceQueue {
       }
       return this.chainReady();
     } catch (e) {
-      throw this.broken(e, "updating the device event suppression structure");
+      throw ringFault("packed", e, "updating the device event suppression structure");
     }
   }
 
@@ -392,7 +389,7 @@ export class PackedQueue implements DeviceQueue {
       try {
         this.mem.writeU16(this.deviceEventAddr + EVENT_OFF_WRAP, this.getBase());
       } catch (e) {
-        throw this.broken(e, "updating the device event suppression structure");
+        throw ringFault("packed", e, "updating the device event suppression structure");
       }
     }
   }
@@ -408,20 +405,5 @@ export class PackedQueue implements DeviceQueue {
     chain.reset();
     this.pool.push(chain);
     this.popped--;
-  }
-
-  private broken(e: unknown, what: string): unknown {
-    if (e instanceof GuestMemoryError) {
-      return new VirtqueueBrokenError(`packed virtqueue: guest memory fault ${what}`, { cause: e });
-    }
-    return e;
-  }
-}
-
-function checkArea(mem: GuestMemory, name: string, addr: number, length: number): void {
-  if (!mem.contains(addr, length)) {
-    throw new VirtqueueBrokenError(
-      `packed virtqueue ${name} (${length} bytes at 0x${Number(addr).toString(16)}) is outside guest memory`,
-    );
   }
 }

@@ -11,10 +11,8 @@ import {
   VIRTQ_USED_ELEM_SIZE,
   VIRTQ_USED_F_NO_NOTIFY,
 } from "./ring-constants.js";
+import { checkArea, ringFault, usedLength } from "./ring-common.js";
 import type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue.js";
-
-/** Largest value a used element's le32 `len` can carry. */
-const MAX_USED_LEN = 0xffff_ffff;
 
 /**
  * The device side of a split virtqueue (virtio 1.3 §2.7).
@@ -73,9 +71,9 @@ export class SplitQueue implements DeviceQueue {
 
     // The event fields at the ends of the rings exist only with EVENT_IDX (§2.7.6, §2.7.8).
     const eventBytes = features.eventIdx ? 2 : 0;
-    checkArea(mem, "descriptor table", layout.descAddr, VIRTQ_DESC_SIZE * size);
-    checkArea(mem, "available ring", layout.driverAddr, 4 + 2 * size + eventBytes);
-    checkArea(mem, "used ring", layout.deviceAddr, 4 + VIRTQ_USED_ELEM_SIZE * size + eventBytes);
+    checkArea("split", mem, "descriptor table", layout.descAddr, VIRTQ_DESC_SIZE * size);
+    checkArea("split", mem, "available ring", layout.driverAddr, 4 + 2 * size + eventBytes);
+    checkArea("split", mem, "used ring", layout.deviceAddr, 4 + VIRTQ_USED_ELEM_SIZE * size + eventBytes);
 
     this.descAddr = layout.descAddr;
     this.availFlagsAddr = layout.driverAddr;
@@ -124,7 +122,7 @@ export class SplitQueue implements DeviceQueue {
       return chain;
     } catch (e) {
       if (chain !== null) this.release(chain);
-      throw this.broken(e, "reading the available ring");
+      throw ringFault("split", e, "reading the available ring");
     }
   }
 
@@ -215,9 +213,7 @@ export class SplitQueue implements DeviceQueue {
     // A chain that is not in flight (pushed twice) is ignored: writing it again
     // would hand the driver a head it may already have reused.
     if (chain.ringSlots === 0) return;
-    let len = chain.fault === ChainFault.None && written > 0 ? Math.floor(written) : 0;
-    if (len > chain.writableBytes) len = chain.writableBytes;
-    if (len > MAX_USED_LEN) len = MAX_USED_LEN;
+    const len = usedLength(chain, written);
     const id = chain.id;
     this.release(chain);
 
@@ -233,7 +229,7 @@ export class SplitQueue implements DeviceQueue {
       this.usedIdx = next;
       this.pushedSinceCheck++;
     } catch (e) {
-      throw this.broken(e, "writing the used ring");
+      throw ringFault("split", e, "writing the used ring");
     }
   }
 
@@ -254,7 +250,7 @@ export class SplitQueue implements DeviceQueue {
       }
       return (this.mem.readU16(this.availFlagsAddr) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
     } catch (e) {
-      throw this.broken(e, "reading the available ring");
+      throw ringFault("split", e, "reading the available ring");
     }
   }
 
@@ -271,7 +267,7 @@ export class SplitQueue implements DeviceQueue {
       }
       return mem.readU16(this.availIdxAddr) !== this.lastAvail;
     } catch (e) {
-      throw this.broken(e, "updating notification suppression");
+      throw ringFault("split", e, "updating notification suppression");
     }
   }
 
@@ -295,20 +291,5 @@ export class SplitQueue implements DeviceQueue {
     chain.reset();
     this.pool.push(chain);
     this.popped--;
-  }
-
-  private broken(e: unknown, what: string): unknown {
-    if (e instanceof GuestMemoryError) {
-      return new VirtqueueBrokenError(`split virtqueue: guest memory fault ${what}`, { cause: e });
-    }
-    return e;
-  }
-}
-
-function checkArea(mem: GuestMemory, name: string, addr: number, length: number): void {
-  if (!mem.contains(addr, length)) {
-    throw new VirtqueueBrokenError(
-      `split virtqueue ${name} (${length} bytes at 0x${Number(addr).toString(16)}) is outside guest memory`,
-    );
   }
 }

@@ -14,23 +14,10 @@ import { main } from "../../src/cli/main.js";
 import { parseWav } from "../../src/node/wav.js";
 import { readTraceFile } from "../../src/node/trace-file.js";
 import { traceTxAudio } from "../../src/trace/live-replay.js";
+import { capture } from "./capture.js";
 
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-demo-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function capture(isTTY = false) {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    text: () => out.join(""),
-    io: {
-      out: { write: (s: string) => out.push(s), isTTY },
-      err: { write: (s: string) => err.push(s) },
-    },
-  };
-}
 
 describe("virtio-snd demo", () => {
   it("bundles a real guest's trace with the tune's audio in full", async () => {

@@ -6,7 +6,7 @@
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { SilenceSource, ToneSource } from "../../src/audio/sources.js";
 import { VHOST_USER_HELP, resolveSource, runVhostUser, soundConfig } from "../../src/cli/vhost-user.js";
@@ -20,32 +20,14 @@ import {
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
-import { NativeFrontEnd, until } from "./native-front-end.js";
+import { capture } from "../cli/capture.js";
+import { NativeFrontEnd, releasedAfterEach, until } from "./native-front-end.js";
 
 const status = nativeAvailable();
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-cli-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0).reverse()) {
-    try {
-      f();
-    } catch {
-      // Already released.
-    }
-  }
-});
-
-function capture() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    io: { out: { write: (s: string) => out.push(s) }, err: { write: (s: string) => err.push(s) } },
-  };
-}
+const cleanup = releasedAfterEach();
 
 describe("arguments", () => {
   it("--help prints the usage and exits 0", async () => {
@@ -183,18 +165,7 @@ describe.skipIf(!status.ok)(suiteName, () => {
     expect(await g.setParams(1, { ...params, bufferBytes: 1920 * 2 })).toBe(VIRTIO_SND_S_OK);
     expect(await g.pcm("prepare", 1)).toBe(VIRTIO_SND_S_OK);
     const rx = g.queues[VIRTIO_SND_VQ_RX]!;
-    for (let i = 0; i < 2; i++) {
-      const hdr = g.alloc(4, 4);
-      g.memory.writeU32(hdr, 1);
-      rx.add(
-        [{ addr: hdr, len: 4 }],
-        [
-          { addr: g.alloc(1920, 64), len: 1920 },
-          { addr: g.alloc(8, 8), len: 8 },
-        ],
-      );
-    }
-    if (rx.kickNeeded()) n.eventfdWrite(fe.kickFds[VIRTIO_SND_VQ_RX]!, 1);
+    g.queueRx(1, 2, 1920);
     expect(await g.pcm("start", 1)).toBe(VIRTIO_SND_S_OK);
     await until("RX taken", () => daemon.device.queue(VIRTIO_SND_VQ_RX)?.inFlight === 2);
     let recorded = 0;

@@ -11,7 +11,7 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import {
@@ -38,7 +38,7 @@ import {
 } from "../../src/vhost-user/messages.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
-import { NativeFrontEnd, sleep, until } from "./native-front-end.js";
+import { NativeFrontEnd, releasedAfterEach, sleep, until } from "./native-front-end.js";
 
 const status = nativeAvailable();
 if (!status.ok && process.env["VIRTIO_SND_REQUIRE_NATIVE"] === "1") throw new Error(status.reason);
@@ -49,16 +49,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const PERIOD = 1920;
 
 /** What the test must release: fds it made, mappings, daemons. */
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0).reverse()) {
-    try {
-      f();
-    } catch {
-      // Already released.
-    }
-  }
-});
+const cleanup = releasedAfterEach();
 
 function makeDaemon(n: NativeBinding, name: string) {
   const clock = new VirtualClock();

@@ -25,6 +25,7 @@ import {
   VIRTIO_SND_S_OK,
   VIRTIO_SND_VQ_CONTROL,
   VIRTIO_SND_VQ_EVENT,
+  VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../../src/spec/constants.js";
 import {
@@ -265,6 +266,30 @@ export class GuestSide {
       tokens.push(token);
     }
     if (this.queues[VIRTIO_SND_VQ_TX]!.kickNeeded()) this.kick(VIRTIO_SND_VQ_TX);
+    return tokens;
+  }
+
+  /**
+   * Queues `count` RX messages for stream `streamId`, one period each (xfer
+   * header readable; data and status writable), and kicks when asked; returns the tokens.
+   */
+  queueRx(streamId: number, count: number, periodBytes: number): number[] {
+    const q = this.queues[VIRTIO_SND_VQ_RX]!;
+    const tokens: number[] = [];
+    for (let i = 0; i < count; i++) {
+      const hdr = this.alloc(4, 4);
+      this.memory.writeU32(hdr, streamId);
+      tokens.push(
+        q.add(
+          [{ addr: hdr, len: 4 }],
+          [
+            { addr: this.alloc(periodBytes, 64), len: periodBytes },
+            { addr: this.alloc(8, 8), len: 8 },
+          ],
+        ),
+      );
+    }
+    if (q.kickNeeded()) this.kick(VIRTIO_SND_VQ_RX);
     return tokens;
   }
 

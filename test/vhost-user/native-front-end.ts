@@ -4,7 +4,7 @@
  * vhost-user-snd-pci sends at realize and at DRIVER_OK. Everything it opens
  * goes on the `cleanup` list it is given.
  */
-import { expect } from "vitest";
+import { afterEach, expect } from "vitest";
 import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from "../../src/spec/constants.js";
 import { decodeSndConfig } from "../../src/spec/structs.js";
 import {
@@ -54,6 +54,24 @@ export async function until(what: string, cond: () => boolean, timeoutMs = 5000)
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(1);
   }
+}
+
+/**
+ * The list a test file's front-ends (and whatever else a test opens) put their
+ * release functions on: after each test they run, the last first, and the list empties.
+ */
+export function releasedAfterEach(): (() => void)[] {
+  const cleanup: (() => void)[] = [];
+  afterEach(() => {
+    for (const f of cleanup.splice(0).reverse()) {
+      try {
+        f();
+      } catch {
+        // Already released.
+      }
+    }
+  });
+  return cleanup;
 }
 
 export interface Reply {

@@ -8,7 +8,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { runVhostUser, sessionTracePath } from "../../src/cli/vhost-user.js";
 import { readTraceFile } from "../../src/node/trace-file.js";
@@ -23,36 +23,18 @@ import { replayTrace } from "../../src/trace/replayer.js";
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
-import { NativeFrontEnd, until } from "./native-front-end.js";
+import { capture } from "../cli/capture.js";
+import { NativeFrontEnd, releasedAfterEach, until } from "./native-front-end.js";
 
 const status = nativeAvailable();
 if (!status.ok && process.env["VIRTIO_SND_REQUIRE_NATIVE"] === "1") throw new Error(status.reason);
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-record-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup: (() => void)[] = [];
-afterEach(() => {
-  for (const f of cleanup.splice(0).reverse()) {
-    try {
-      f();
-    } catch {
-      // Already released.
-    }
-  }
-});
+const cleanup = releasedAfterEach();
 
 const PERIOD = 1920;
 const S16_48K_STEREO = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };
-
-function capture() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    out,
-    err,
-    io: { out: { write: (s: string) => out.push(s) }, err: { write: (s: string) => err.push(s) } },
-  };
-}
 
 describe("--record FILE: the file of each session", () => {
   it("is FILE, then FILE with -2, -3, ... before the extension", () => {
@@ -123,18 +105,7 @@ describe.skipIf(!status.ok)(suiteName, () => {
     expect(await g.setParams(1, { ...S16_48K_STEREO, bufferBytes: PERIOD * 2 })).toBe(VIRTIO_SND_S_OK);
     expect(await g.pcm("prepare", 1)).toBe(VIRTIO_SND_S_OK);
     const rx = g.queues[VIRTIO_SND_VQ_RX]!;
-    for (let i = 0; i < 2; i++) {
-      const hdr = g.alloc(4, 4);
-      g.memory.writeU32(hdr, 1);
-      rx.add(
-        [{ addr: hdr, len: 4 }],
-        [
-          { addr: g.alloc(PERIOD, 64), len: PERIOD },
-          { addr: g.alloc(8, 8), len: 8 },
-        ],
-      );
-    }
-    if (rx.kickNeeded()) n.eventfdWrite(fe.kickFds[VIRTIO_SND_VQ_RX]!, 1);
+    g.queueRx(1, 2, PERIOD);
     expect(await g.pcm("start", 1)).toBe(VIRTIO_SND_S_OK);
     await until("RX taken", () => daemon.device.queue(VIRTIO_SND_VQ_RX)?.inFlight === 2);
     let recorded = 0;

@@ -2,7 +2,6 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { VirtqueueBrokenError } from "../../src/errors.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
-import type { GuestMemory } from "../../src/memory/guest-memory.js";
 import { type Chain, ChainFault } from "../../src/virtqueue/chain.js";
 import { PackedQueue } from "../../src/virtqueue/packed-ring.js";
 import {
@@ -13,6 +12,7 @@ import {
   VIRTQ_PACKED_DESC_F_WRITE,
 } from "../../src/virtqueue/ring-constants.js";
 import type { QueueLayout } from "../../src/virtqueue/virtqueue.js";
+import { CheckedMemory } from "./checked-memory.js";
 
 const NEXT = VIRTQ_PACKED_DESC_F_NEXT;
 const WRITE = VIRTQ_PACKED_DESC_F_WRITE;
@@ -27,68 +27,6 @@ const DRIVER_EVENT = BASE + 0x200;
 const DEVICE_EVENT = BASE + 0x204;
 const TABLES = [BASE + 0x400, BASE + 0x500, BASE + 0x600];
 const MAX_SIZE = 12;
-
-/** Guest memory that records every access the device makes outside memory (before it throws). */
-class RecordingMemory implements GuestMemory {
-  readonly escaped: string[] = [];
-  accesses = 0;
-  constructor(private readonly inner: GuestMemory) {}
-
-  private check(op: string, addr: number, length: number): void {
-    this.accesses++;
-    if (!this.inner.contains(addr, length)) this.escaped.push(`${op} ${length} bytes at ${addr}`);
-  }
-  contains(addr: number, length: number): boolean {
-    return this.inner.contains(addr, length);
-  }
-  read(addr: number, dest: Uint8Array, destOffset: number, length: number): void {
-    this.check("read", addr, length);
-    this.inner.read(addr, dest, destOffset, length);
-  }
-  write(addr: number, src: Uint8Array, srcOffset: number, length: number): void {
-    this.check("write", addr, length);
-    this.inner.write(addr, src, srcOffset, length);
-  }
-  fill(addr: number, length: number, value: number): void {
-    this.check("fill", addr, length);
-    this.inner.fill(addr, length, value);
-  }
-  readU8(addr: number): number {
-    this.check("readU8", addr, 1);
-    return this.inner.readU8(addr);
-  }
-  readU16(addr: number): number {
-    this.check("readU16", addr, 2);
-    return this.inner.readU16(addr);
-  }
-  readU32(addr: number): number {
-    this.check("readU32", addr, 4);
-    return this.inner.readU32(addr);
-  }
-  readU64(addr: number): number {
-    this.check("readU64", addr, 8);
-    return this.inner.readU64(addr);
-  }
-  writeU8(addr: number, value: number): void {
-    this.check("writeU8", addr, 1);
-    this.inner.writeU8(addr, value);
-  }
-  writeU16(addr: number, value: number): void {
-    this.check("writeU16", addr, 2);
-    this.inner.writeU16(addr, value);
-  }
-  writeU32(addr: number, value: number): void {
-    this.check("writeU32", addr, 4);
-    this.inner.writeU32(addr, value);
-  }
-  writeU64(addr: number, value: number): void {
-    this.check("writeU64", addr, 8);
-    this.inner.writeU64(addr, value);
-  }
-  view(addr: number, length: number): Uint8Array | null {
-    return this.inner.view(addr, length);
-  }
-}
 
 interface RawDesc {
   /** Low and high 32 bits of the address (so values above 2^53 are possible). */
@@ -332,7 +270,7 @@ describe("PackedQueue on arbitrary rings", () => {
     fc.assert(
       fc.property(caseArb, (c) => {
         const flat = new FlatMemory(new ArrayBuffer(MEM_SIZE), BASE);
-        const mem = new RecordingMemory(flat);
+        const mem = new CheckedMemory(flat);
         // Slots before the start position belong to the next lap.
         c.ring.forEach((spec, i) =>
           writeDesc(flat, RING + 16 * i, place(spec, i >= c.start ? c.wrap : c.wrap ^ 1, c.tables)),
@@ -434,7 +372,7 @@ describe("PackedQueue on arbitrary rings", () => {
           expect(e).toBeInstanceOf(VirtqueueBrokenError);
         }
 
-        expect(mem.escaped).toEqual([]);
+        expect(mem.outside).toEqual([]);
         expect(q.chainsCreated).toBeLessThanOrEqual(c.size);
       }),
       { numRuns: 1500 },

@@ -2,12 +2,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { VirtqueueBrokenError } from "../../src/errors.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
-import type { GuestMemory } from "../../src/memory/guest-memory.js";
 import { type Chain, ChainFault } from "../../src/virtqueue/chain.js";
 import { SplitQueue } from "../../src/virtqueue/split-ring.js";
 import { BumpAllocator } from "../../src/driver/allocator.js";
 import type { Buf } from "../../src/driver/driver-queue.js";
 import { SplitDriverQueue } from "../../src/driver/split-driver.js";
+import { CheckedMemory } from "./checked-memory.js";
 
 /** Guest memory starts at BASE; everything below it is unmapped. */
 const BASE = 0x10000;
@@ -19,70 +19,6 @@ const USED = BASE + 0x600;
 const IND = BASE + 0x1000;
 const IND_ENTRIES = 64;
 const DATA = BASE + 0x2000;
-
-/**
- * Records every access that touches bytes outside memory. The device checks
- * buffers with contains() before using them, so none should ever be attempted.
- */
-class RecordingMemory implements GuestMemory {
-  readonly outside: string[] = [];
-  constructor(readonly inner: FlatMemory) {}
-
-  private check(op: string, addr: number, length: number): void {
-    if (!this.inner.contains(addr, length)) this.outside.push(`${op} ${addr} +${length}`);
-  }
-  contains(addr: number, length: number): boolean {
-    return this.inner.contains(addr, length);
-  }
-  read(addr: number, dest: Uint8Array, destOffset: number, length: number): void {
-    this.check("read", addr, length);
-    this.inner.read(addr, dest, destOffset, length);
-  }
-  write(addr: number, src: Uint8Array, srcOffset: number, length: number): void {
-    this.check("write", addr, length);
-    this.inner.write(addr, src, srcOffset, length);
-  }
-  fill(addr: number, length: number, value: number): void {
-    this.check("fill", addr, length);
-    this.inner.fill(addr, length, value);
-  }
-  readU8(addr: number): number {
-    this.check("readU8", addr, 1);
-    return this.inner.readU8(addr);
-  }
-  readU16(addr: number): number {
-    this.check("readU16", addr, 2);
-    return this.inner.readU16(addr);
-  }
-  readU32(addr: number): number {
-    this.check("readU32", addr, 4);
-    return this.inner.readU32(addr);
-  }
-  readU64(addr: number): number {
-    this.check("readU64", addr, 8);
-    return this.inner.readU64(addr);
-  }
-  writeU8(addr: number, value: number): void {
-    this.check("writeU8", addr, 1);
-    this.inner.writeU8(addr, value);
-  }
-  writeU16(addr: number, value: number): void {
-    this.check("writeU16", addr, 2);
-    this.inner.writeU16(addr, value);
-  }
-  writeU32(addr: number, value: number): void {
-    this.check("writeU32", addr, 4);
-    this.inner.writeU32(addr, value);
-  }
-  writeU64(addr: number, value: number): void {
-    this.check("writeU64", addr, 8);
-    this.inner.writeU64(addr, value);
-  }
-  view(addr: number, length: number): Uint8Array | null {
-    this.check("view", addr, length);
-    return this.inner.view(addr, length);
-  }
-}
 
 interface RawDesc {
   lo: number;
@@ -273,7 +209,7 @@ describe("SplitQueue against arbitrary rings", () => {
         flat.writeU16(AVAIL + 2, (s.base + delta) & 0xffff);
         flat.writeU16(AVAIL + 4 + 2 * size, s.usedEvent);
 
-        const mem = new RecordingMemory(flat);
+        const mem = new CheckedMemory(flat);
         const dev = new SplitQueue(
           mem,
           { size, descAddr: DESC, driverAddr: AVAIL, deviceAddr: USED },
@@ -370,7 +306,7 @@ describe("SplitQueue against arbitrary rings", () => {
             flat.bytes[i + 3] = x >>> 24 < 0x20 ? 1 : 0;
           }
           if (flat.contains(l.driverAddr + 2, 2)) flat.writeU16(l.driverAddr + 2, l.availIdx);
-          const mem = new RecordingMemory(flat);
+          const mem = new CheckedMemory(flat);
           const ev = l.eventIdx ? 2 : 0;
           const sizeOk =
             Number.isInteger(l.size) && l.size >= 1 && l.size <= 32768 && (l.size & (l.size - 1)) === 0;
