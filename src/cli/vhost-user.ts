@@ -48,6 +48,9 @@ Options:
   --jacks N            jacks, headphone and microphone in turn (default 2)
   --chmaps N           channel maps, of: stereo out, stereo in, mono out, mono in, 5.1 out,
                        7.1 out, for the directions that have streams (default all of those)
+  --ring packed|split  the ring layouts offered: both (packed, the default: the driver picks
+                       packed) or split only. QEMU's vhost-user-snd-pci passes this offer to
+                       the guest whatever its own packed= property says
   --record FILE        record each front-end's session as a trace (JSON Lines, replayable with
                        replayTrace): the first connection to FILE, later ones to FILE with -2,
                        -3, ... before the extension (s.jsonl, s-2.jsonl, ...); files are replaced
@@ -83,6 +86,7 @@ interface Options {
   chmaps: number | undefined;
   record: string | undefined;
   recordAudio: "full" | "hash";
+  ring: "packed" | "split";
 }
 
 class UsageError extends Error {}
@@ -106,6 +110,7 @@ function parse(args: readonly string[]): Options | "help" {
     "--chmaps": "chmaps",
     "--record": "record",
     "--record-audio": "recordAudio",
+    "--ring": "ring",
   };
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!;
@@ -122,6 +127,11 @@ function parse(args: readonly string[]): Options | "help" {
       case "input":
       case "record":
         o[name] = value;
+        break;
+      case "ring":
+        if (value !== "packed" && value !== "split")
+          throw new UsageError(`--ring takes "packed" or "split", not "${value}"`);
+        o.ring = value;
         break;
       case "recordAudio":
         if (value !== "full" && value !== "hash")
@@ -160,6 +170,7 @@ function parse(args: readonly string[]): Options | "help" {
     chmaps: o.chmaps,
     record: o.record,
     recordAudio: o.recordAudio ?? "full",
+    ring: o.ring ?? "packed",
   };
 }
 
@@ -392,6 +403,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       backend,
       clock,
       config,
+      packed: options.ring === "packed",
       ...(tracer !== undefined ? { recorder: tracer } : {}),
       ...(io.binding !== undefined ? { binding: io.binding } : {}),
     });

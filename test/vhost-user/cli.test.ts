@@ -12,6 +12,7 @@ import { SilenceSource, ToneSource } from "../../src/audio/sources.js";
 import { VHOST_USER_HELP, resolveSource, runVhostUser, soundConfig } from "../../src/cli/vhost-user.js";
 import { main } from "../../src/cli/main.js";
 import {
+  VIRTIO_F_RING_PACKED,
   VIRTIO_SND_PCM_FMT_S16,
   VIRTIO_SND_S_OK,
   VIRTIO_SND_VQ_RX,
@@ -83,6 +84,37 @@ describe("arguments", () => {
       expect(await runVhostUser(["--socket", join(dir, "unused.sock"), ...args], io)).toBe(native ? 1 : 1);
       expect(c.err.join("")).toMatch(native ? message : /vhost-user is unavailable/);
     }
+  });
+});
+
+describe("--ring", () => {
+  it("offers the packed ring by default, the split ring only with --ring split, and refuses other values", async () => {
+    const offers: Record<string, boolean> = {};
+    for (const ring of ["default", "packed", "split"]) {
+      if (native === undefined) break;
+      const c = capture();
+      let stop!: () => void;
+      const stopped = new Promise<void>((r) => (stop = r));
+      let packed: boolean | undefined;
+      const args = ["--socket", join(dir, `ring-${ring}.sock`), "--output", "null"];
+      if (ring !== "default") args.push("--ring", ring);
+      const run = runVhostUser(args, {
+        ...c.io,
+        binding: native,
+        clock: new VirtualClock(),
+        stop: stopped,
+        onListening: (d) => {
+          packed = (d.device.deviceFeatures & (1n << BigInt(VIRTIO_F_RING_PACKED))) !== 0n;
+          stop();
+        },
+      });
+      expect(await run).toBe(0);
+      offers[ring] = packed!;
+    }
+    if (native !== undefined) expect(offers).toEqual({ default: true, packed: true, split: false });
+    const c = capture();
+    expect(await runVhostUser(["--socket", join(dir, "x.sock"), "--ring", "round"], c.io)).toBe(2);
+    expect(c.err.join("")).toMatch(/--ring takes "packed" or "split", not "round"/);
   });
 });
 
