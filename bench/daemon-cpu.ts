@@ -26,48 +26,10 @@ import { join } from "node:path";
 import { RealTimeClock } from "../src/audio/clock.js";
 import { NullBackend } from "../src/audio/null-backend.js";
 import { WavFileBackend } from "../src/node/file-backend.js";
-import {
-  VIRTIO_F_EVENT_IDX,
-  VIRTIO_F_VERSION_1,
-  VIRTIO_SND_PCM_FMT_S16,
-  VIRTIO_SND_S_OK,
-  VIRTIO_SND_VQ_TX,
-} from "../src/spec/constants.js";
+import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK, VIRTIO_SND_VQ_TX } from "../src/spec/constants.js";
 import { VhostUserDaemon } from "../src/vhost-user/daemon.js";
-import {
-  VHOST_USER_F_PROTOCOL_FEATURES,
-  VHOST_USER_GET_CONFIG,
-  VHOST_USER_GET_FEATURES,
-  VHOST_USER_GET_PROTOCOL_FEATURES,
-  VHOST_USER_GET_QUEUE_NUM,
-  VHOST_USER_HDR_SIZE,
-  VHOST_USER_NEED_REPLY_MASK,
-  VHOST_USER_SET_FEATURES,
-  VHOST_USER_SET_MEM_TABLE,
-  VHOST_USER_SET_OWNER,
-  VHOST_USER_SET_PROTOCOL_FEATURES,
-  VHOST_USER_SET_VRING_ADDR,
-  VHOST_USER_SET_VRING_BASE,
-  VHOST_USER_SET_VRING_CALL,
-  VHOST_USER_SET_VRING_ENABLE,
-  VHOST_USER_SET_VRING_KICK,
-  VHOST_USER_SET_VRING_NUM,
-  VHOST_USER_VERSION,
-  decodeHeader,
-  decodeU64,
-  encodeConfig,
-  encodeMemTable,
-  encodeMessage,
-  encodeU64,
-  encodeVringAddr,
-  encodeVringFile,
-  encodeVringState,
-} from "../src/vhost-user/messages.js";
 import { type NativeBinding, loadNative } from "../src/vhost-user/native.js";
-import { GUEST_BASE, GuestSide, USER_BASE } from "../test/vhost-user/guest-side.js";
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const bit = (n: number): bigint => 1n << BigInt(n);
+import { NativeFrontEnd, sleep } from "../test/vhost-user/native-front-end.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -142,102 +104,6 @@ function threadsOf(pid: number): Map<string, number> {
   return m;
 }
 
-class FrontEnd {
-  readonly fd: number;
-  readonly memFd: number;
-  readonly guest: GuestSide;
-  readonly kickFds: number[] = [];
-  readonly callFds: number[] = [];
-  static readonly RAM = 64 * 1024 * 1024;
-
-  constructor(
-    private readonly n: NativeBinding,
-    path: string,
-  ) {
-    this.fd = n.connect(path);
-    this.memFd = n.memfd("guest-ram", FrontEnd.RAM);
-    const ram = n.mmap(this.memFd, FrontEnd.RAM, 0);
-    for (let i = 0; i < 4; i++) {
-      this.kickFds.push(n.eventfd(0));
-      this.callFds.push(n.eventfd(0));
-    }
-    this.guest = new GuestSide({
-      ram: new Uint8Array(ram),
-      kick: (i) => n.eventfdWrite(this.kickFds[i]!, 1),
-      settle: () => sleep(1),
-    });
-  }
-
-  send(request: number, payload?: Uint8Array, fds?: number[], flags = VHOST_USER_VERSION): void {
-    const m = encodeMessage(request, flags, payload);
-    let off = 0;
-    while (off < m.length) {
-      const sent = this.n.sendmsg(this.fd, m.subarray(off), off === 0 ? fds : undefined);
-      if (sent > 0) off += sent;
-    }
-  }
-
-  async reply(): Promise<Uint8Array> {
-    const header = await this.read(VHOST_USER_HDR_SIZE);
-    const h = decodeHeader(header);
-    return h.size === 0 ? new Uint8Array(0) : this.read(h.size);
-  }
-
-  private async read(n: number): Promise<Uint8Array> {
-    const buf = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const r = this.n.recvmsg(this.fd, buf.subarray(got), 8);
-      for (const fd of r.fds) this.n.close(fd);
-      if (r.bytes === 0) throw new Error("the back-end closed the connection");
-      if (r.bytes > 0) got += r.bytes;
-      else await sleep(1);
-    }
-    return buf;
-  }
-
-  async u64(request: number): Promise<bigint> {
-    this.send(request);
-    const v = decodeU64(await this.reply());
-    if (!v.ok) throw new Error(v.reason);
-    return v.value;
-  }
-
-  async acked(request: number, payload: Uint8Array, fds?: number[]): Promise<void> {
-    this.send(request, payload, fds, VHOST_USER_VERSION | VHOST_USER_NEED_REPLY_MASK);
-    await this.reply();
-  }
-
-  async connect(): Promise<void> {
-    const features = await this.u64(VHOST_USER_GET_FEATURES);
-    const protocol = await this.u64(VHOST_USER_GET_PROTOCOL_FEATURES);
-    this.send(VHOST_USER_SET_PROTOCOL_FEATURES, encodeU64(protocol));
-    await this.u64(VHOST_USER_GET_QUEUE_NUM);
-    this.send(VHOST_USER_SET_OWNER);
-    this.send(VHOST_USER_GET_CONFIG, encodeConfig({ offset: 0, flags: 0, data: new Uint8Array(16) }));
-    await this.reply();
-    const acked = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
-    if ((acked & ~features) !== 0n) throw new Error("features missing");
-    this.send(VHOST_USER_SET_FEATURES, encodeU64(acked));
-    const region = {
-      guestAddr: BigInt(GUEST_BASE),
-      size: BigInt(FrontEnd.RAM),
-      userAddr: BigInt(USER_BASE),
-      mmapOffset: 0n,
-    };
-    await this.acked(VHOST_USER_SET_MEM_TABLE, encodeMemTable([region]), [this.memFd]);
-    for (let i = 0; i < 4; i++) {
-      this.send(VHOST_USER_SET_VRING_NUM, encodeVringState({ index: i, num: 64 }));
-      this.send(VHOST_USER_SET_VRING_BASE, encodeVringState({ index: i, num: 0 }));
-      this.send(VHOST_USER_SET_VRING_ADDR, encodeVringAddr(this.guest.vringAddr(i)));
-      this.send(VHOST_USER_SET_VRING_KICK, encodeVringFile({ index: i, noFd: false }), [this.kickFds[i]!]);
-      this.send(VHOST_USER_SET_VRING_CALL, encodeVringFile({ index: i, noFd: false }), [this.callFds[i]!]);
-    }
-    for (let i = 0; i < 4; i++)
-      await this.acked(VHOST_USER_SET_VRING_ENABLE, encodeVringState({ index: i, num: 1 }));
-  }
-}
-
 interface Result {
   backend: string;
   periods: number;
@@ -271,8 +137,9 @@ async function runOne(
   const pid = child.pid!;
   if (process.env["DAEMON_CPU_THREADS"]) console.log(`daemon pid ${pid}`);
   try {
-    const fe = new FrontEnd(n, socketPath);
-    await fe.connect();
+    const released: (() => void)[] = [];
+    const fe = new NativeFrontEnd(n, socketPath, released);
+    await fe.connect("set");
     const g = fe.guest;
     g.queueEventBuffers(8);
     await g.probe({ jacks: 2, streams: 2, chmaps: 6 });
@@ -321,7 +188,7 @@ async function runOne(
     const wallSeconds = (performance.now() - t0) / 1000;
     await g.pcm("stop", 0);
     await g.pcm("release", 0);
-    n.close(fe.fd);
+    for (const f of released.reverse()) f();
     return {
       backend: backendKind,
       periods: total,

@@ -22,7 +22,8 @@ import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
 import { capture } from "../cli/capture.js";
-import { NativeFrontEnd, releasedAfterEach, until } from "./native-front-end.js";
+import { NativeFrontEnd, until } from "./native-front-end.js";
+import { releasedAfterEach } from "./released-after-each.js";
 
 const status = nativeAvailable();
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;

@@ -38,7 +38,8 @@ import {
 } from "../../src/vhost-user/messages.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
-import { NativeFrontEnd, releasedAfterEach, sleep, until } from "./native-front-end.js";
+import { NativeFrontEnd, sleep, until } from "./native-front-end.js";
+import { releasedAfterEach } from "./released-after-each.js";
 
 const status = nativeAvailable();
 if (!status.ok && process.env["VIRTIO_SND_REQUIRE_NATIVE"] === "1") throw new Error(status.reason);

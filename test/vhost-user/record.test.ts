@@ -24,7 +24,8 @@ import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
 import { capture } from "../cli/capture.js";
-import { NativeFrontEnd, releasedAfterEach, until } from "./native-front-end.js";
+import { NativeFrontEnd, until } from "./native-front-end.js";
+import { releasedAfterEach } from "./released-after-each.js";
 
 const status = nativeAvailable();
 if (!status.ok && process.env["VIRTIO_SND_REQUIRE_NATIVE"] === "1") throw new Error(status.reason);
