@@ -18,6 +18,8 @@ export function describeStreamEvent(e: StreamEvent, state: number | undefined): 
     }
     case "error":
       return `error: ${e.error?.message ?? "unknown"}`;
+    case "dropped":
+      return e.reason ?? "dropped a malformed message";
     default:
       return state === undefined ? e.type : `${e.type} (now ${PCM_STATE_NAMES[state] ?? state})`;
   }

@@ -34,7 +34,7 @@ import {
   type StreamHost,
   completeWithStatus,
 } from "../stream/pcm-stream.js";
-import { type Chain, readFromChain } from "../virtqueue/chain.js";
+import { type Chain, ChainFault, readFromChain } from "../virtqueue/chain.js";
 import { PackedQueue } from "../virtqueue/packed-ring.js";
 import { SplitQueue } from "../virtqueue/split-ring.js";
 import type { DeviceTracer } from "../trace/recorder.js";
@@ -50,6 +50,7 @@ import {
   streamInfo,
 } from "./config.js";
 import { ControlHandler } from "./control.js";
+import { type DeviceLimits, type ResolvedLimits, ioSegmentBudget, resolveLimits } from "./limits.js";
 import { type ControlChange, ControlElements, type ControlValueInput } from "./controls.js";
 import { EventQueue } from "./event-queue.js";
 
@@ -70,6 +71,8 @@ export interface VirtioSoundOptions {
   readonly onNeedsReset?: (error: Error) => void;
   /** Stream state changes, xruns and backend errors. */
   readonly onStreamEvent?: (event: StreamEvent) => void;
+  /** Bounds on the host memory a guest can make the device hold (./limits.ts); defaults follow from `config`. */
+  readonly limits?: DeviceLimits;
   /** Offer VIRTIO_F_RING_PACKED (default true). */
   readonly packed?: boolean;
   /**
@@ -106,8 +109,12 @@ export class VirtioSound {
   readonly chmaps: readonly ChmapInfo[];
   /** Control elements (§5.14.6.10): read them here; set them with setControl*. */
   readonly controls: ControlElements;
+  /** The bounds in force, every default filled in. */
+  readonly limits: ResolvedLimits;
 
   private driverFeatures = 0n;
+  /** Dropped messages no stream could be named for, reported once per queue. */
+  private readonly unattributedDropReported: boolean[] = [false, false, false, false];
   private featuresAccepted = false;
   private readonly queues: (DeviceQueue | null)[] = new Array<DeviceQueue | null>(VIRTIO_SND_VQ_MAX).fill(
     null,
@@ -129,6 +136,7 @@ export class VirtioSound {
     this.jacks = (config.jacks ?? []).map(jackState);
     this.chmaps = (config.chmaps ?? []).map(chmapInfo);
     this.controls = new ControlElements(config.controls ?? []);
+    this.limits = resolveLimits(options.limits, this.streamInfos);
     let features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX);
     if (options.packed !== false) features |= bit(VIRTIO_F_RING_PACKED);
     if (this.controls.length > 0) features |= bit(VIRTIO_SND_F_CTLS);
@@ -227,11 +235,16 @@ export class VirtioSound {
     if (!this.featuresAccepted) {
       throw new VirtioSndError("ERR_INVALID_STATE", "queues are set up after feature negotiation");
     }
-    const features = {
-      indirect: (this.driverFeatures & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
-      eventIdx: (this.driverFeatures & bit(VIRTIO_F_EVENT_IDX)) !== 0n,
-    };
     try {
+      const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;
+      const size = Number.isInteger(layout.size) && layout.size > 0 ? layout.size : 1;
+      const direction = index === VIRTIO_SND_VQ_TX ? VIRTIO_SND_D_OUTPUT : VIRTIO_SND_D_INPUT;
+      const features = {
+        indirect: (this.driverFeatures & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
+        eventIdx: (this.driverFeatures & bit(VIRTIO_F_EVENT_IDX)) !== 0n,
+        maxChain: this.limits.maxChain,
+        ...(io ? { maxSegments: ioSegmentBudget(this.limits, this.streamInfos, direction, size) } : {}),
+      };
       const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
       let queue: DeviceQueue = packed
         ? new PackedQueue(this.memory, layout, features)
@@ -312,6 +325,7 @@ export class VirtioSound {
     this.driverFeatures = 0n;
     this.featuresAccepted = false;
     this.broken = null;
+    this.unattributedDropReported.fill(false);
   }
 
   get needsReset(): boolean {
@@ -386,6 +400,7 @@ export class VirtioSound {
     if (queue === null || queue === undefined) return;
     const isTx = index === VIRTIO_SND_VQ_TX;
     for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
+      if (chain.fault !== ChainFault.None) this.reportDrop(index, chain);
       const stream = this.ioStream(chain, isTx);
       if (stream === null) {
         // Bad header or stream: IO_ERR where a status fits (§5.14.6.8), else length 0.
@@ -394,6 +409,34 @@ export class VirtioSound {
         continue;
       }
       stream.enqueue(chain, queue);
+    }
+  }
+
+  /**
+   * A message the device cannot parse goes back to the driver unplayed (length
+   * 0, no status): say so, once per stream, so a user sees why audio is missing.
+   */
+  private reportDrop(index: number, chain: Chain): void {
+    const reason = chainFaultReason(chain.fault, this.limits.maxChain);
+    let stream: PcmStream | undefined;
+    if (chain.headLen >= VIRTIO_SND_PCM_XFER_SIZE) {
+      try {
+        stream = this.streams[this.memory.readU32(chain.headAddr)];
+      } catch {
+        stream = undefined;
+      }
+    }
+    const isTx = index === VIRTIO_SND_VQ_TX;
+    if (stream !== undefined && (stream.direction === VIRTIO_SND_D_OUTPUT) === isTx) {
+      stream.reportDrop(reason);
+    } else if (!this.unattributedDropReported[index]) {
+      this.unattributedDropReported[index] = true;
+      this.options.onStreamEvent?.({
+        type: "dropped",
+        streamId: -1,
+        time: this.options.clock.now(),
+        reason: `${reason} (${isTx ? "TX" : "RX"} queue; the message names no stream)`,
+      });
     }
   }
 
@@ -455,5 +498,27 @@ export class VirtioSound {
     for (const s of this.streams) s.reset();
     this.options.recorder?.needsReset(this.broken);
     this.options.onNeedsReset?.(this.broken);
+  }
+}
+
+/** Why a malformed chain was dropped, for the drop report. */
+function chainFaultReason(fault: ChainFault, maxChain: number): string {
+  switch (fault) {
+    case ChainFault.TooLong:
+      return `dropped a message of more than ${maxChain} descriptors (limits.maxChain)`;
+    case ChainFault.OverBudget:
+      return "dropped a message: the queue holds as many buffers as its bound allows";
+    case ChainFault.OutsideMemory:
+      return "dropped a message with a buffer outside guest memory";
+    case ChainFault.Loop:
+      return "dropped a message whose descriptors loop";
+    case ChainFault.ReadableAfterWritable:
+      return "dropped a message with a device-readable buffer after a writable one";
+    case ChainFault.NestedIndirect:
+      return "dropped a message with a misplaced indirect table";
+    case ChainFault.BadIndirectTable:
+      return "dropped a message with a malformed indirect table";
+    default:
+      return "dropped a malformed message";
   }
 }

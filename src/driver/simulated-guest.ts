@@ -72,6 +72,8 @@ export interface GuestOptions {
   log?: (message: ControlLogEntry) => void;
   /** Passed to the device (VirtioSoundOptions.recorder): records the session as a trace. */
   recorder?: VirtioSoundOptions["recorder"];
+  /** Passed to the device (VirtioSoundOptions.limits). */
+  limits?: VirtioSoundOptions["limits"];
 }
 
 /** One control request as the guest saw it. */
@@ -170,6 +172,7 @@ export class SimulatedGuest {
       },
       ...(options.onControlChange !== undefined ? { onControlChange: options.onControlChange } : {}),
       ...(options.recorder !== undefined ? { recorder: options.recorder } : {}),
+      ...(options.limits !== undefined ? { limits: options.limits } : {}),
     });
   }
 
@@ -364,6 +367,33 @@ export class SimulatedGuest {
     return token;
   }
 
+  /**
+   * Queues an I/O message laid out by the caller (any split of header, data
+   * and status into descriptors). The completion's `status` and `latency` are
+   * read from the first 8 bytes of the last writable buffer when it holds them,
+   * else reported as -1; RX data is not gathered.
+   */
+  queueChain(
+    rx: boolean,
+    out: readonly Buf[],
+    inn: readonly Buf[],
+    onDone?: (c: Completion) => void,
+  ): number {
+    const queue = rx ? VIRTIO_SND_VQ_RX : VIRTIO_SND_VQ_TX;
+    const q = this.queues[queue]!;
+    const token = q.add(out, inn, this.options.indirect ? { indirect: true } : undefined);
+    const last = inn[inn.length - 1];
+    this.pendingIo[rx ? 1 : 0]!.set(token, {
+      statusAddr: last !== undefined && last.len >= 8 ? last.addr + last.len - 8 : -1,
+      dataAddr: 0,
+      dataLen: 0,
+      rx,
+      ...(onDone ? { onDone } : {}),
+    });
+    if (q.kickNeeded()) this.device.notify(queue);
+    return token;
+  }
+
   /** Reaps the used rings now (the interrupt handler also does this). */
   reap(): void {
     this.reapIo(VIRTIO_SND_VQ_TX);
@@ -386,14 +416,14 @@ export class SimulatedGuest {
       if (io === undefined) throw new Error(`device returned unknown token ${u.token}`);
       map.delete(u.token);
       const statusBytes = new Uint8Array(8);
-      this.memory.read(io.statusAddr, statusBytes, 0, 8);
+      if (io.statusAddr >= 0) this.memory.read(io.statusAddr, statusBytes, 0, 8);
       const dv = new DataView(statusBytes.buffer);
       const c: Completion = {
         token: u.token,
         time: this.clock.now(),
         used: u.len,
-        status: dv.getUint32(0, true),
-        latency: dv.getUint32(4, true),
+        status: io.statusAddr >= 0 ? dv.getUint32(0, true) : -1,
+        latency: io.statusAddr >= 0 ? dv.getUint32(4, true) : -1,
       };
       if (io.rx) {
         const n = Math.max(0, Math.min(io.dataLen, u.len - 8));

@@ -23,15 +23,19 @@ const XFER_SIZE = 4;
 const STATUS_SIZE = 8;
 
 /** What happened to a stream, for logs and tests. */
-export type StreamEventType = "set-params" | "prepare" | "start" | "stop" | "release" | "xrun" | "error";
+export type StreamEventType =
+  "set-params" | "prepare" | "start" | "stop" | "release" | "xrun" | "error" | "dropped";
 
 export interface StreamEvent {
   readonly type: StreamEventType;
+  /** The stream; -1 for a dropped message that names no stream of its queue. */
   readonly streamId: number;
   /** Clock time, ns. */
   readonly time: number;
   readonly params?: PcmParams;
   readonly error?: Error;
+  /** "dropped": why the device returned a message unplayed (reported once per stream until its next PREPARE). */
+  readonly reason?: string;
 }
 
 /** What a stream needs from the device that owns it. */
@@ -87,6 +91,10 @@ export class PcmStream implements OutputSource, InputSink {
   private nextPeriodMark = 0;
   /** One XRUN event per starvation, not one per tick. */
   private starved = false;
+  /** One "dropped" event per preparation of the stream. */
+  private dropReported = false;
+  /** Messages the device returned unplayed because it could not parse them. */
+  dropped = 0;
   private completedInCallback = false;
 
   /** Lifetime counters, for summaries. */
@@ -140,6 +148,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.bytesMoved = 0;
     this.nextPeriodMark = this.params.periodBytes;
     this.starved = false;
+    this.dropReported = false;
     this.state = PcmState.Prepared;
     this.emit("prepare");
     return VIRTIO_SND_S_OK;
@@ -315,6 +324,14 @@ export class PcmStream implements OutputSource, InputSink {
     }
     this.afterTransfer(done, length);
     return done;
+  }
+
+  /** The device dropped a message for this stream that it could not parse. */
+  reportDrop(reason: string): void {
+    this.dropped++;
+    if (this.dropReported) return;
+    this.dropReported = true;
+    this.host.emit({ type: "dropped", streamId: this.id, time: this.host.now(), reason });
   }
 
   fail(error: Error): void {

@@ -17,7 +17,18 @@ export enum ChainFault {
   OutsideMemory = 6,
   /** The descriptor table itself could not be read. */
   Unreadable = 7,
+  /** More descriptors than the queue's chain bound (RingFeatures.maxChain), counting indirect ones. */
+  TooLong = 8,
+  /**
+   * Taking the chain would make the chains in flight hold more buffers than the
+   * queue's bound (RingFeatures.maxSegments): host memory stays bounded however
+   * the driver splits its buffers.
+   */
+  OverBudget = 9,
 }
+
+/** Segment capacity a fresh (or shrunk) chain has: enough for every message Linux sends from contiguous memory. */
+export const CHAIN_INITIAL_CAPACITY = 8;
 
 /**
  * One descriptor chain popped from a queue, flattened into segments: the
@@ -38,16 +49,30 @@ export class Chain {
   writableBytes = 0;
   /** Non-zero when the chain is malformed: it carries no segments and must be returned with length 0. */
   fault: ChainFault = ChainFault.None;
+  /**
+   * The first device-readable buffer, kept even when the chain faults (length 0
+   * when there is none, or it lies outside memory): where a message's header
+   * is, so the device can say which stream lost a message it had to drop.
+   */
+  headAddr = 0;
+  headLen = 0;
+  /** Segments its queue's pool counts against the budget (set by ChainPool). */
+  pooledSegments = 0;
   addr: Float64Array;
   len: Uint32Array;
 
-  constructor(capacity = 8) {
+  constructor(capacity = CHAIN_INITIAL_CAPACITY) {
     this.addr = new Float64Array(capacity);
     this.len = new Uint32Array(capacity);
   }
 
   get segmentCount(): number {
     return this.readableCount + this.writableCount;
+  }
+
+  /** Segments the chain can hold before it must grow. */
+  get capacity(): number {
+    return this.addr.length;
   }
 
   reset(): void {
@@ -58,10 +83,24 @@ export class Chain {
     this.readableBytes = 0;
     this.writableBytes = 0;
     this.fault = ChainFault.None;
+    this.headAddr = 0;
+    this.headLen = 0;
+    this.pooledSegments = 0;
+  }
+
+  /** Drops grown segment arrays (the queue does this to keep its pool's memory bounded). */
+  shrink(): void {
+    if (this.addr.length <= CHAIN_INITIAL_CAPACITY) return;
+    this.addr = new Float64Array(CHAIN_INITIAL_CAPACITY);
+    this.len = new Uint32Array(CHAIN_INITIAL_CAPACITY);
   }
 
   /** Appends a segment; the walker has already checked it lies in guest memory. */
   addSegment(addr: number, len: number, writable: boolean): void {
+    if (!writable && this.headLen === 0 && len !== 0) {
+      this.headAddr = addr;
+      this.headLen = len;
+    }
     const i = this.readableCount + this.writableCount;
     if (i === this.addr.length) this.grow();
     this.addr[i] = addr;
@@ -72,6 +111,23 @@ export class Chain {
     } else {
       this.readableCount++;
       this.readableBytes += len;
+    }
+  }
+
+  /**
+   * Remembers where the header of a chain about to be refused is (its first
+   * readable buffer), for a table the walker will not read: only the device's
+   * report of the drop uses it.
+   */
+  noteHead(mem: GuestMemory, entry: number, flagsOffset: number, writeFlag: number): void {
+    // Both layouts' descriptors are 16 bytes with le64 addr, le32 len first.
+    if (this.headLen !== 0 || !mem.contains(entry, 16)) return;
+    const addr = mem.readU64(entry);
+    const len = mem.readU32(entry + 8);
+    const flags = mem.readU16(entry + flagsOffset);
+    if ((flags & writeFlag) === 0 && len !== 0 && mem.contains(addr, len)) {
+      this.headAddr = addr;
+      this.headLen = len;
     }
   }
 

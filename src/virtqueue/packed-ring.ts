@@ -1,6 +1,7 @@
 import { GuestMemoryError, VirtqueueBrokenError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
-import { Chain, ChainFault } from "./chain.js";
+import { type Chain, ChainFault } from "./chain.js";
+import { ChainPool, chainBounds } from "./chain-pool.js";
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -84,9 +85,7 @@ export class PackedQueue implements DeviceQueue {
    */
   private notify = true;
 
-  private readonly pool: Chain[] = [];
-  private created = 0;
-  private popped = 0;
+  private readonly pool: ChainPool;
 
   constructor(mem: GuestMemory, layout: QueueLayout, features: RingFeatures) {
     const size = layout.size;
@@ -97,6 +96,7 @@ export class PackedQueue implements DeviceQueue {
     this.size = size;
     this.indirect = features.indirect;
     this.eventIdx = features.eventIdx;
+    this.pool = new ChainPool(chainBounds(features, size), size);
 
     checkArea("packed", mem, "descriptor ring", layout.descAddr, VIRTQ_PACKED_DESC_SIZE * size);
     checkArea("packed", mem, "driver event suppression", layout.driverAddr, VIRTQ_PACKED_EVENT_SUPPRESS_SIZE);
@@ -108,12 +108,21 @@ export class PackedQueue implements DeviceQueue {
   }
 
   get inFlight(): number {
-    return this.popped;
+    return this.pool.inFlight;
   }
 
   /** Chains created so far (the pool never holds more than `size`). */
   get chainsCreated(): number {
-    return this.created;
+    return this.pool.created;
+  }
+
+  /** Segments held by chains in flight, and the segment capacity of every chain created (host memory). */
+  get segmentsHeld(): number {
+    return this.pool.segmentsHeld;
+  }
+
+  get segmentCapacity(): number {
+    return this.pool.segmentCapacity;
   }
 
   pop(): Chain | null {
@@ -129,8 +138,7 @@ export class PackedQueue implements DeviceQueue {
       let flags = mem.readU16(base + idx * VIRTQ_PACKED_DESC_SIZE + DESC_FLAGS);
       if (!isAvail(flags, wrap)) return null;
 
-      chain = this.pool.pop() ?? this.newChain();
-      this.popped++;
+      chain = this.pool.take();
       let slots = 0;
       let id = 0;
       let fault: ChainFault = ChainFault.None;
@@ -183,6 +191,7 @@ export class PackedQueue implements DeviceQueue {
         );
       }
       if (fault !== ChainFault.None) chain.fail(fault);
+      this.pool.admit(chain);
       chain.id = id;
       chain.ringSlots = slots;
       this.slotsInFlight += slots;
@@ -217,7 +226,9 @@ export class PackedQueue implements DeviceQueue {
     }
     const writable = (flags & VIRTQ_PACKED_DESC_F_WRITE) !== 0;
     if (!writable && chain.writableCount > 0) return ChainFault.ReadableAfterWritable;
-    if (!mem.contains(addr, len)) return ChainFault.OutsideMemory;
+    if (n > this.pool.bounds.maxChain) return ChainFault.TooLong;
+    // A zero-length buffer is never accessed, wherever it points.
+    if (len !== 0 && !mem.contains(addr, len)) return ChainFault.OutsideMemory;
     chain.addSegment(addr, len, writable);
     return ChainFault.None;
   }
@@ -229,11 +240,14 @@ export class PackedQueue implements DeviceQueue {
    * nested table, since a driver that sets it cannot mean a plain buffer.
    */
   private indirectTable(chain: Chain, table: number, len: number): ChainFault {
-    // Without a device limit, a list holds at most queue-size descriptors (§2.8.5).
-    if (len === 0 || len % VIRTQ_PACKED_DESC_SIZE !== 0 || len / VIRTQ_PACKED_DESC_SIZE > this.size) {
-      return ChainFault.BadIndirectTable;
-    }
+    if (len === 0 || len % VIRTQ_PACKED_DESC_SIZE !== 0) return ChainFault.BadIndirectTable;
+    // §2.8.5 bounds a table by the queue size, but Linux's scatter-gather tables
+    // can be longer: the device's own bound applies instead.
     const mem = this.mem;
+    if (len / VIRTQ_PACKED_DESC_SIZE > this.pool.bounds.maxChain) {
+      chain.noteHead(mem, table, DESC_FLAGS, VIRTQ_PACKED_DESC_F_WRITE);
+      return ChainFault.TooLong;
+    }
     if (!mem.contains(table, len)) return ChainFault.OutsideMemory;
     const end = table + len;
     try {
@@ -244,7 +258,7 @@ export class PackedQueue implements DeviceQueue {
         const elen = mem.readU32(e + DESC_LEN);
         const writable = (flags & VIRTQ_PACKED_DESC_F_WRITE) !== 0;
         if (!writable && chain.writableCount > 0) return ChainFault.ReadableAfterWritable;
-        if (!mem.contains(addr, elen)) return ChainFault.OutsideMemory;
+        if (elen !== 0 && !mem.contains(addr, elen)) return ChainFault.OutsideMemory;
         chain.addSegment(addr, elen, writable);
       }
     } catch (e) {
@@ -394,16 +408,8 @@ export class PackedQueue implements DeviceQueue {
     }
   }
 
-  private newChain(): Chain {
-    // slotsInFlight <= size and every chain holds a slot, so the pool never exceeds `size` chains.
-    this.created++;
-    return new Chain();
-  }
-
-  /** Takes a chain out of flight and back into the pool. */
+  /** Takes a chain out of flight and back into the pool (slotsInFlight <= size keeps the pool at `size` chains at most). */
   private release(chain: Chain): void {
-    chain.reset();
-    this.pool.push(chain);
-    this.popped--;
+    this.pool.release(chain);
   }
 }

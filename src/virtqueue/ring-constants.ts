@@ -46,3 +46,11 @@ export const RING_EVENT_FLAGS_ENABLE = 0x0;
 export const RING_EVENT_FLAGS_DISABLE = 0x1;
 /** Event suppression `flags`: notify only for the descriptor `off_wrap` names (needs EVENT_IDX). */
 export const RING_EVENT_FLAGS_DESC = 0x2;
+
+/**
+ * Default bound on the descriptors of one chain, those of an indirect table
+ * included. The spec asks drivers to keep chains within the queue size
+ * (§2.7.5.3.1), but Linux puts a scatter-gather list of one descriptor per page
+ * into an indirect table whatever the queue size; QEMU accepts up to 1024.
+ */
+export const DEFAULT_MAX_CHAIN = 1024;

@@ -1,6 +1,7 @@
 import { GuestMemoryError, VirtqueueBrokenError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
-import { Chain, ChainFault } from "./chain.js";
+import { type Chain, ChainFault } from "./chain.js";
+import { ChainPool, chainBounds } from "./chain-pool.js";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
   VIRTQ_DESC_F_INDIRECT,
@@ -55,8 +56,7 @@ export class SplitQueue implements DeviceQueue {
   private notify = true;
 
   /** Chains pushed back, ready for reuse; at most `size` chains ever exist. */
-  private readonly pool: Chain[] = [];
-  private popped = 0;
+  private readonly pool: ChainPool;
 
   constructor(mem: GuestMemory, layout: QueueLayout, features: RingFeatures) {
     const size = layout.size;
@@ -68,6 +68,7 @@ export class SplitQueue implements DeviceQueue {
     this.mask = size - 1;
     this.indirect = features.indirect;
     this.eventIdx = features.eventIdx;
+    this.pool = new ChainPool(chainBounds(features, size), size);
 
     // The event fields at the ends of the rings exist only with EVENT_IDX (§2.7.6, §2.7.8).
     const eventBytes = features.eventIdx ? 2 : 0;
@@ -87,7 +88,16 @@ export class SplitQueue implements DeviceQueue {
   }
 
   get inFlight(): number {
-    return this.popped;
+    return this.pool.inFlight;
+  }
+
+  /** Segments held by chains in flight, and the segment capacity of every chain created (host memory). */
+  get segmentsHeld(): number {
+    return this.pool.segmentsHeld;
+  }
+
+  get segmentCapacity(): number {
+    return this.pool.segmentCapacity;
   }
 
   pop(): Chain | null {
@@ -103,9 +113,9 @@ export class SplitQueue implements DeviceQueue {
         );
       }
       // Every in-flight and every available chain holds at least one descriptor of its own.
-      if (this.popped + pending > this.size) {
+      if (this.pool.inFlight + pending > this.size) {
         throw new VirtqueueBrokenError(
-          `driver offers ${pending} chains with ${this.popped} in flight, more than the queue size ${this.size}`,
+          `driver offers ${pending} chains with ${this.pool.inFlight} in flight, more than the queue size ${this.size}`,
         );
       }
       const head = mem.readU16(this.availRingAddr + 2 * (last & this.mask));
@@ -114,11 +124,11 @@ export class SplitQueue implements DeviceQueue {
       if (this.eventIdx && this.notify) mem.writeU16(this.availEventAddr, next);
 
       // popped + pending <= size was checked above, so at most `size` chains are ever created.
-      chain = this.pool.pop() ?? new Chain();
+      chain = this.pool.take();
       chain.id = head;
       chain.ringSlots = 1;
-      this.popped++;
       this.walk(chain, head);
+      this.pool.admit(chain);
       return chain;
     } catch (e) {
       if (chain !== null) this.release(chain);
@@ -138,10 +148,13 @@ export class SplitQueue implements DeviceQueue {
       return;
     }
     const mem = this.mem;
+    const maxChain = this.pool.bounds.maxChain;
     let table = this.descAddr;
     let entries = size;
     let i = head;
+    /** Descriptors in the chain so far, and in the current table (a loop shows as more than the table holds). */
     let count = 0;
+    let inTable = 0;
     let inIndirect = false;
     let sawWritable = false;
     try {
@@ -158,8 +171,15 @@ export class SplitQueue implements DeviceQueue {
             chain.fail(ChainFault.NestedIndirect);
             return;
           }
-          if (len === 0 || len % VIRTQ_DESC_SIZE !== 0 || len / VIRTQ_DESC_SIZE > size) {
+          if (len === 0 || len % VIRTQ_DESC_SIZE !== 0) {
             chain.fail(ChainFault.BadIndirectTable);
+            return;
+          }
+          // Linux's tables may be longer than the queue (§2.7.5.3.1 notwithstanding):
+          // the device's own bound applies, to the table and the chain together.
+          if (count + len / VIRTQ_DESC_SIZE > maxChain) {
+            chain.noteHead(mem, addr, 12, VIRTQ_DESC_F_WRITE);
+            chain.fail(ChainFault.TooLong);
             return;
           }
           if (!mem.contains(addr, len)) {
@@ -169,13 +189,18 @@ export class SplitQueue implements DeviceQueue {
           table = addr;
           entries = len / VIRTQ_DESC_SIZE;
           i = 0;
+          inTable = 0;
           inIndirect = true;
           continue;
         }
 
-        // A loop in either table shows up as a chain longer than the queue size.
-        if (++count > size) {
+        // A loop in either table shows up as more descriptors than the table holds.
+        if (++inTable > entries) {
           chain.fail(ChainFault.Loop);
+          return;
+        }
+        if (++count > maxChain) {
+          chain.fail(ChainFault.TooLong);
           return;
         }
         const writable = (flags & VIRTQ_DESC_F_WRITE) !== 0;
@@ -185,7 +210,8 @@ export class SplitQueue implements DeviceQueue {
           chain.fail(ChainFault.ReadableAfterWritable);
           return;
         }
-        if (!mem.contains(addr, len)) {
+        // A zero-length buffer is never accessed, wherever it points.
+        if (len !== 0 && !mem.contains(addr, len)) {
           chain.fail(ChainFault.OutsideMemory);
           return;
         }
@@ -288,8 +314,6 @@ export class SplitQueue implements DeviceQueue {
   }
 
   private release(chain: Chain): void {
-    chain.reset();
-    this.pool.push(chain);
-    this.popped--;
+    this.pool.release(chain);
   }
 }

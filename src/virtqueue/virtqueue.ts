@@ -18,6 +18,19 @@ export interface RingFeatures {
   readonly indirect: boolean;
   /** VIRTIO_F_EVENT_IDX (29). */
   readonly eventIdx: boolean;
+  /**
+   * Most descriptors one chain may have, those of an indirect table included
+   * (default DEFAULT_MAX_CHAIN, or the queue size when larger). Longer chains
+   * are faulted TooLong.
+   */
+  readonly maxChain?: number;
+  /**
+   * Most buffers the chains in flight may hold together (default: maxChain
+   * plus three times the queue size). A chain that would exceed it is faulted
+   * OverBudget. This is what bounds the host memory a driver can make the
+   * queue hold.
+   */
+  readonly maxSegments?: number;
 }
 
 /**

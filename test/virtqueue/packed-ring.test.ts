@@ -752,8 +752,7 @@ describe("PackedQueue with raw descriptors", () => {
     ]);
     ring.desc(0, t, 0, 0, INDIRECT);
     ring.desc(1, t, 24, 1, INDIRECT);
-    ring.desc(2, t, 16 * 5, 2, INDIRECT); // more entries than the queue size
-    for (const id of [0, 1, 2]) {
+    for (const id of [0, 1]) {
       const c = pop(dev);
       expect([c.fault, c.id]).toEqual([ChainFault.BadIndirectTable, id]);
     }

@@ -130,6 +130,8 @@ const scenarioArb = fc.record({
   usedEvent: u16,
   availFlags: u16,
   written: fc.array(fc.oneof(fc.integer({ min: 0, max: 600 }), u32), { minLength: 32, maxLength: 32 }),
+  maxChain: fc.integer({ min: 1, max: 80 }),
+  budgetExtra: fc.oneof(fc.nat(40), fc.constant(100_000)),
 });
 
 function writeRaw(mem: FlatMemory, at: number, d: RawDesc): void {
@@ -146,7 +148,13 @@ type Expected = { ok: false } | { ok: true; segs: [number, number, boolean][] };
  * A reference walker, written for clarity rather than speed: collect the chain
  * from the raw bytes (64-bit addresses as BigInt), then judge it.
  */
-function referenceWalk(bytes: Uint8Array, size: number, indirectOk: boolean, head: number): Expected {
+function referenceWalk(
+  bytes: Uint8Array,
+  size: number,
+  indirectOk: boolean,
+  head: number,
+  maxChain: number,
+): Expected {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const lo = BigInt(BASE);
   const hi = BigInt(BASE + MEM);
@@ -158,6 +166,7 @@ function referenceWalk(bytes: Uint8Array, size: number, indirectOk: boolean, hea
   let entries = size;
   let i = head;
   let nested = false;
+  let inTable = 0;
   for (;;) {
     const off = at(table + BigInt(16 * i));
     const addr = dv.getBigUint64(off, true);
@@ -166,23 +175,26 @@ function referenceWalk(bytes: Uint8Array, size: number, indirectOk: boolean, hea
     const next = dv.getUint16(off + 14, true);
     if (flags & 4) {
       if (nested || !indirectOk || flags & 1) return { ok: false };
-      if (len === 0n || len % 16n !== 0n || len / 16n > BigInt(size)) return { ok: false };
+      if (len === 0n || len % 16n !== 0n) return { ok: false };
+      if (BigInt(collected.length) + len / 16n > BigInt(maxChain)) return { ok: false };
       if (!inMem(addr, len)) return { ok: false };
       nested = true;
       table = addr;
       entries = Number(len / 16n);
       i = 0;
+      inTable = 0;
       continue;
     }
     collected.push({ addr, len, w: (flags & 2) !== 0 });
-    if (collected.length > size) return { ok: false };
+    if (++inTable > entries || collected.length > maxChain) return { ok: false };
     if (!(flags & 1)) break;
     if (next >= entries) return { ok: false };
     i = next;
   }
   const firstWritable = collected.findIndex((c) => c.w);
   if (firstWritable >= 0 && collected.slice(firstWritable).some((c) => !c.w)) return { ok: false };
-  if (collected.some((c) => !inMem(c.addr, c.len))) return { ok: false };
+  // Zero-length buffers are never accessed, so they may point anywhere.
+  if (collected.some((c) => c.len !== 0n && !inMem(c.addr, c.len))) return { ok: false };
   return { ok: true, segs: collected.map((c) => [Number(c.addr), Number(c.len), c.w]) };
 }
 
@@ -213,11 +225,17 @@ describe("SplitQueue against arbitrary rings", () => {
         const dev = new SplitQueue(
           mem,
           { size, descAddr: DESC, driverAddr: AVAIL, deviceAddr: USED },
-          { indirect: s.indirect, eventIdx: s.eventIdx },
+          {
+            indirect: s.indirect,
+            eventIdx: s.eventIdx,
+            maxChain: s.maxChain,
+            maxSegments: s.maxChain + s.budgetExtra,
+          },
         );
         dev.setBase(s.base);
 
         const popped: Chain[] = [];
+        let held = 0;
         let broken = false;
         for (let n = 0; n < 2 * size + 2; n++) {
           let c: Chain | null;
@@ -231,16 +249,24 @@ describe("SplitQueue against arbitrary rings", () => {
           if (c === null) break;
           const slot = (s.base + popped.length) & (size - 1);
           expect(c.id).toBe(avail[slot]);
-          const want = referenceWalk(flat.bytes, size, s.indirect, c.id);
-          if (want.ok) {
+          const want = referenceWalk(flat.bytes, size, s.indirect, c.id, s.maxChain);
+          if (want.ok && held + want.segs.length > s.maxChain + s.budgetExtra) {
+            // Chains in flight would hold more than the budget.
+            expect(c.fault).toBe(ChainFault.OverBudget);
+            expect(c.segmentCount).toBe(0);
+          } else if (want.ok) {
             expect(c.fault).toBe(ChainFault.None);
             expect(chainSegs(c)).toEqual(want.segs);
+            held += want.segs.length;
+            expect(dev.segmentsHeld).toBe(held);
           } else {
             expect(c.fault).not.toBe(ChainFault.None);
             expect(c.segmentCount).toBe(0);
           }
-          for (let i = 0; i < c.segmentCount; i++) expect(mem.contains(c.addr[i]!, c.len[i]!)).toBe(true);
-          expect(c.segmentCount).toBeLessThanOrEqual(size);
+          for (let i = 0; i < c.segmentCount; i++) {
+            if (c.len[i] !== 0) expect(mem.contains(c.addr[i]!, c.len[i]!)).toBe(true);
+          }
+          expect(c.segmentCount).toBeLessThanOrEqual(s.maxChain);
           popped.push(c);
         }
         // The available index moved by more than the size, or by at most the size: exactly one of them.
@@ -261,6 +287,7 @@ describe("SplitQueue against arbitrary rings", () => {
           expect(flat.readU16(USED + 2)).toBe((s.base + k + 1) & 0xffff);
         }
         expect(dev.inFlight).toBe(0);
+        expect(dev.segmentsHeld).toBe(0);
         dev.needsInterrupt();
         dev.enableNotifications(false);
         dev.enableNotifications(true);

@@ -635,7 +635,7 @@ describe("malformed chains", () => {
     const dev = new SplitQueue(
       mem,
       { size: SIZE, descAddr: DESC, driverAddr: AVAIL, deviceAddr: USED },
-      { indirect: features.indirect ?? true, eventIdx: features.eventIdx ?? false },
+      { ...features, indirect: features.indirect ?? true, eventIdx: features.eventIdx ?? false },
     );
     let idx = 0;
     return {
@@ -754,14 +754,14 @@ describe("malformed chains", () => {
     expectFault(r, ChainFault.Loop, 0);
   });
 
-  it("Loop: direct plus indirect descriptors longer than the queue size", () => {
-    const r = raw();
+  it("TooLong: direct plus indirect descriptors longer than the chain bound", () => {
+    const r = raw({ maxChain: SIZE });
     r.d(0, BUF, 4, N, 1);
     r.d(1, IND, 16 * SIZE, I);
     for (let i = 0; i < SIZE; i++) r.t(i, BUF, 4, i < SIZE - 1 ? N : 0, i + 1);
     r.offer(0);
-    expectFault(r, ChainFault.Loop, 0);
-    // The same table alone is exactly the queue size: fine.
+    expectFault(r, ChainFault.TooLong, 0);
+    // The same table alone is exactly the bound: fine.
     r.offer(1);
     const c = mustPop(r.dev);
     expect(c.fault).toBe(ChainFault.None);
@@ -811,7 +811,6 @@ describe("malformed chains", () => {
   it.each([
     ["length 0", 0],
     ["length not a multiple of 16", 24],
-    ["more entries than the queue size", 16 * (SIZE + 1)],
   ])("BadIndirectTable: %s", (_name, len) => {
     const r = raw();
     r.d(0, IND, len, I);
