@@ -71,6 +71,10 @@ export interface ControlContext {
   readonly controls?: ControlElements;
   /** Whether VIRTIO_SND_F_CTLS was negotiated: without it CTL_* requests are NOT_SUPP. */
   ctlsNegotiated?(): boolean;
+  /** Largest buffer_bytes each stream accepts (DeviceLimits.maxBufferBytes); none when absent. */
+  readonly maxBufferBytes?: readonly number[];
+  /** Largest response payload one request may ask for (DeviceLimits.maxControlBytes); none when absent. */
+  readonly maxControlBytes?: number;
 }
 
 /** The outcome of one control request: the status and the bytes of payload after the header. */
@@ -302,7 +306,10 @@ export class ControlHandler {
     if (q.startId > total || q.count > total - q.startId) return badMsg;
     if (q.count > 0 && q.size === 0) return badMsg;
     const bytes = q.count * q.size;
-    if (bytes > room) return badMsg;
+    // Both factors are the guest's: the device's bound comes first, so the
+    // allocation below is never larger than it (room may count one small
+    // buffer many times over, through aliased descriptors).
+    if (bytes > (this.ctx.maxControlBytes ?? Infinity) || bytes > room) return badMsg;
     const payload = new Uint8Array(bytes);
     const record = new Uint8Array(recordSize);
     const rv = new DataView(record.buffer);
@@ -344,6 +351,9 @@ export class ControlHandler {
     const bits = frameBits(p.format, p.channels);
     if (p.periodBytes === 0 || p.bufferBytes === 0 || p.bufferBytes % p.periodBytes !== 0) return badMsg;
     if ((p.periodBytes * 8) % bits !== 0) return badMsg;
+    // Backends and capture sources hold a period in host memory: a buffer
+    // larger than the device's bound is a size it does not support.
+    if (p.bufferBytes > (this.ctx.maxBufferBytes?.[p.streamId] ?? Infinity)) return notSupp;
     return {
       status: stream.setParams({
         direction: info.direction,

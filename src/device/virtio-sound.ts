@@ -154,8 +154,10 @@ export class VirtioSound {
       postEvent: (code, data) => this.postEvent(code, data),
       emit: (event) => this.options.onStreamEvent?.(event),
       poll: (direction) => {
-        if (this.broken === null)
-          this.processIo(direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX);
+        if (this.broken !== null) return;
+        this.processIo(direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX);
+        // What the poll completed (a bad message answered at once) needs its interrupt too.
+        this.flush();
       },
       fatal: (error) => this.fatal(error),
     };
@@ -169,6 +171,8 @@ export class VirtioSound {
       jackChanged: () => undefined,
       controls: this.controls,
       ctlsNegotiated: () => this.ctlsNegotiated,
+      maxBufferBytes: this.limits.maxBufferBytes,
+      maxControlBytes: this.limits.maxControlBytes,
     });
     this.controls.hooks = {
       notify: (controlId, mask) => {
@@ -229,11 +233,20 @@ export class VirtioSound {
    * rather than throwing.
    */
   setupQueue(index: number, layout: QueueLayout, base?: number): void {
-    if (!Number.isInteger(index) || index < 0 || index >= VIRTIO_SND_VQ_MAX) {
-      throw new VirtioSndError("ERR_INVALID_STATE", `virtio-snd has queues 0 to 3, not ${index}`);
-    }
+    // A queue index beyond the four is not a queue: nothing to set up (the
+    // transport reports num_queues; a driver that ignores it gets nothing).
+    if (!Number.isInteger(index) || index < 0 || index >= VIRTIO_SND_VQ_MAX) return;
+    if (this.broken !== null) return;
     if (!this.featuresAccepted) {
-      throw new VirtioSndError("ERR_INVALID_STATE", "queues are set up after feature negotiation");
+      // §3.1.1: queues come after FEATURES_OK. A driver that skips it gets a device that needs a reset.
+      this.fatal(new VirtioSndError("ERR_INVALID_STATE", "queue enabled before feature negotiation"));
+      return;
+    }
+    if (this.queues[index] !== null && (index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX)) {
+      // The queue is set up again over a live one: its chains belong to the old
+      // ring, whose ids mean nothing on the new one. Forget them.
+      const direction = index === VIRTIO_SND_VQ_TX ? VIRTIO_SND_D_OUTPUT : VIRTIO_SND_D_INPUT;
+      for (const s of this.streams) if (s.direction === direction) s.forgetPending();
     }
     try {
       const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;

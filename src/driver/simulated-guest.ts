@@ -378,6 +378,7 @@ export class SimulatedGuest {
     out: readonly Buf[],
     inn: readonly Buf[],
     onDone?: (c: Completion) => void,
+    opts: { kick?: boolean } = {},
   ): number {
     const queue = rx ? VIRTIO_SND_VQ_RX : VIRTIO_SND_VQ_TX;
     const q = this.queues[queue]!;
@@ -390,7 +391,8 @@ export class SimulatedGuest {
       rx,
       ...(onDone ? { onDone } : {}),
     });
-    if (q.kickNeeded()) this.device.notify(queue);
+    // A driver in MSG_POLLING mode never kicks (kick: false).
+    if ((opts.kick ?? true) && q.kickNeeded()) this.device.notify(queue);
     return token;
   }
 

@@ -1,5 +1,5 @@
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
-import type { PcmParams } from "../audio/pcm-params.js";
+import { type PcmParams, frameBits } from "../audio/pcm-params.js";
 import { BackendError, GuestMemoryError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import {
@@ -171,6 +171,9 @@ export class PcmStream implements OutputSource, InputSink {
 
   stop(): number {
     if (!commandAllowed(PcmCommand.Stop, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    // The driver never kicks in MSG_POLLING mode: what it queued since the last
+    // tick is in the ring only. Take it now, while the stream still plays it.
+    this.pollNow();
     this.state = PcmState.Stopped;
     try {
       this.voice?.stop();
@@ -187,6 +190,9 @@ export class PcmStream implements OutputSource, InputSink {
    */
   release(): number {
     if (!commandAllowed(PcmCommand.Release, this.state)) return VIRTIO_SND_S_BAD_MSG;
+    // MSG_POLLING: messages queued without a kick must be completed too, or the
+    // driver waits for them in virtsnd_pcm_sync_stop until it times out.
+    this.pollNow();
     this.closeVoice();
     this.failAll(VIRTIO_SND_S_OK);
     this.state = PcmState.Released;
@@ -194,17 +200,37 @@ export class PcmStream implements OutputSource, InputSink {
     return VIRTIO_SND_S_OK;
   }
 
-  /** Device reset: drop everything without touching the rings (the driver has abandoned them). */
+  /**
+   * Device reset: drop everything without touching the rings (the driver has
+   * abandoned them), but keep the parameters. Linux's restore after suspend
+   * (virtsnd_restore, then virtsnd_pcm_prepare) sends PREPARE alone for a
+   * stream that was prepared and not running, expecting the device to still
+   * know them, as QEMU's does; the stream is then in the params-set state.
+   */
   reset(): void {
     this.closeVoice();
+    this.forgetPending();
+    this.state = this.params === null ? PcmState.Idle : PcmState.ParamsSet;
+    this.failed = false;
+    this.polling = this.params !== null && (this.params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
+  }
+
+  /** Drops every pending message without returning it (its ring is gone or replaced). */
+  forgetPending(): void {
     this.pending.fill(null);
     this.head = 0;
     this.count = 0;
     this.curLeft = -1;
-    this.state = PcmState.Idle;
-    this.params = null;
-    this.failed = false;
-    this.polling = false;
+    this.curFilled = 0;
+  }
+
+  private pollNow(): void {
+    if (!this.polling) return;
+    try {
+      this.host.poll(this.direction);
+    } catch (err) {
+      this.host.fatal(err);
+    }
   }
 
   // ---- I/O messages (§5.14.6.8) ----------------------------------------------
@@ -219,18 +245,19 @@ export class PcmStream implements OutputSource, InputSink {
     const wellFormed = isOutput
       ? chain.writableBytes >= STATUS_SIZE
       : chain.readableBytes === XFER_SIZE && chain.writableBytes >= STATUS_SIZE;
+    let status = 0;
     if (!wellFormed || !acceptsIo(this.state) || this.failed) {
+      status = VIRTIO_SND_S_IO_ERR;
+    } else {
+      // §5.14.6.1: a malformed message is BAD_MSG. Data that is not a whole number
+      // of frames would shift every later frame: the message is refused whole.
+      const p = this.params!;
+      const dataBytes = isOutput ? chain.readableBytes - XFER_SIZE : chain.writableBytes - STATUS_SIZE;
+      if ((dataBytes * 8) % frameBits(p.format, p.channels) !== 0) status = VIRTIO_SND_S_BAD_MSG;
+    }
+    if (status !== 0) {
       const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
-      completeWithStatus(
-        this.host,
-        queue,
-        chain,
-        VIRTIO_SND_S_IO_ERR,
-        0,
-        statusOffset,
-        this.statusView,
-        STATUS_SIZE,
-      );
+      completeWithStatus(this.host, queue, chain, status, 0, statusOffset, this.statusView, STATUS_SIZE);
       return false;
     }
     if (this.count === this.pending.length) this.growPending();

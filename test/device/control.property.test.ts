@@ -233,6 +233,8 @@ function expected(m: Model, req: Uint8Array, resp: number): Expected {
     if ((features & ~STREAM_FEATURES) !== 0) return fail(NOT_SUPP);
     if (period === 0 || buffer === 0 || buffer % period !== 0) return fail(BAD_MSG);
     if ((period * 8) % (bits * channels) !== 0) return fail(BAD_MSG);
+    // The default bound: one second of the default stream's largest frames (192 kHz, 8 ch, 64-bit).
+    if (buffer > 192_000 * 8 * 8) return fail(NOT_SUPP);
   }
   const rule = LIFECYCLE[cmd];
   if (!rule.from.includes(m.states[stream]!)) return fail(BAD_MSG);
@@ -665,14 +667,16 @@ describe("arbitrary I/O messages", () => {
                 if (queue === TX) {
                   // Only the status is written: 8 bytes when it fits, else nothing.
                   expect(u.len).toBe(W >= 8 ? 8 : 0);
-                  if (u.len === 8) expect([OK, IO_ERR]).toContain(new DataView(w.buffer).getUint32(0, true));
+                  // BAD_MSG: data that is not a whole number of frames.
+                  if (u.len === 8)
+                    expect([OK, IO_ERR, BAD_MSG]).toContain(new DataView(w.buffer).getUint32(0, true));
                   expect(w.subarray(u.len).every((b) => b === FILL)).toBe(true);
                 } else {
                   expect(u.len).toBeLessThanOrEqual(W);
                   expect(u.len === 0 || u.len >= 8).toBe(true);
                   if (W < 8) expect(u.len).toBe(0);
                   if (u.len >= 8) {
-                    expect([OK, IO_ERR]).toContain(new DataView(w.buffer).getUint32(W - 8, true));
+                    expect([OK, IO_ERR, BAD_MSG]).toContain(new DataView(w.buffer).getUint32(W - 8, true));
                     // Recorded frames fill the data part from its start; the rest is untouched.
                     expect(w.subarray(u.len - 8, W - 8).every((b) => b === FILL)).toBe(true);
                   }

@@ -220,8 +220,10 @@ describe("feature negotiation", () => {
     expect(g.device.setDriverFeatures(V1)).toBe(true);
     expect(g.device.setDriverFeatures(features)).toBe(false);
     const q = new SplitDriverQueue({ mem: g.memory, alloc: g.alloc, size: 8, eventIdx: false });
-    expectInvalidState(() => g.device.setupQueue(VIRTIO_SND_VQ_CONTROL, q.layout));
-    expect(g.needsReset).toBeNull();
+    // A queue enabled without FEATURES_OK is the driver's error (§3.1.1): needs-reset, nothing thrown.
+    expect(() => g.device.setupQueue(VIRTIO_SND_VQ_CONTROL, q.layout)).not.toThrow();
+    expect(g.device.queue(VIRTIO_SND_VQ_CONTROL)).toBeNull();
+    expect(g.needsReset?.message).toMatch(/before feature negotiation/);
   });
 
   it("refuses RING_PACKED when it was not offered", () => {
@@ -299,19 +301,27 @@ describe("configuration space", () => {
 // Queues
 // ---------------------------------------------------------------------------
 
-describe("queue setup errors of the embedder throw ERR_INVALID_STATE", () => {
-  it("before feature negotiation", () => {
+describe("queue setup a driver gets wrong never throws", () => {
+  it("before feature negotiation: the device needs a reset, and works after it", () => {
     const g = new SimulatedGuest({ memorySize: MEM });
     const q = new SplitDriverQueue({ mem: g.memory, alloc: g.alloc, size: 8, eventIdx: true });
-    for (let i = 0; i < 4; i++) expectInvalidState(() => g.device.setupQueue(i, q.layout));
+    for (let i = 0; i < 4; i++) expect(() => g.device.setupQueue(i, q.layout)).not.toThrow();
     expect(g.device.queue(0)).toBeNull();
+    expect(g.device.needsReset).toBe(true);
+    g.device.reset();
+    g.needsReset = null;
+    g.init();
+    expect(g.probe().streams.length).toBe(2);
     expect(g.needsReset).toBeNull();
   });
 
-  it.each([-1, 4, 5, 1.5, Number.NaN, 2 ** 32])("for queue index %s", (index) => {
+  it.each([-1, 4, 5, 1.5, Number.NaN, 2 ** 32])("for queue index %s: nothing happens", (index) => {
     const g = newGuest();
-    expectInvalidState(() => g.device.setupQueue(index, g.queues[0]!.layout));
+    const before = [0, 1, 2, 3].map((i) => g.device.queue(i));
+    expect(() => g.device.setupQueue(index, g.queues[0]!.layout)).not.toThrow();
+    expect([0, 1, 2, 3].map((i) => g.device.queue(i))).toEqual(before);
     expect(g.needsReset).toBeNull();
+    expect(g.probe().streams.length).toBe(2);
   });
 });
 
@@ -396,7 +406,9 @@ describe("a ring the device cannot use puts it into needs-reset", () => {
     expect(calls).toHaveLength(1);
     expect(calls[0]!.message).toMatch(/available index moved by/);
     expect(playback.closed).toBe(true);
-    expect(g.device.streams.map((s) => s.state)).toEqual([PcmState.Idle, PcmState.Idle]);
+    // Stream 0 keeps its parameters (a reset does not forget them), stream 1 was never configured.
+    expect(g.device.streams.map((s) => s.state)).toEqual([PcmState.ParamsSet, PcmState.Idle]);
+    expect(g.device.streams[0]!.pendingCount).toBe(0);
     const completed = feed.done.length;
     g.clock.advance(10 * PERIOD_NS);
     expect(playback.data.length).toBe(played);
@@ -436,7 +448,8 @@ describe("a ring the device cannot use puts it into needs-reset", () => {
     expect(calls).toHaveLength(1);
     expect(calls[0]!.message).toMatch(/available index moved by/);
     expect(g.backend.playbacksOf(0)[0]!.closed).toBe(true);
-    expect(g.device.streams[0]!.state).toBe(PcmState.Idle);
+    expect(g.device.streams[0]!.state).toBe(PcmState.ParamsSet);
+    expect(g.device.streams[0]!.pendingCount).toBe(0);
   });
 });
 
@@ -587,7 +600,7 @@ describe("stopQueue and setupQueue with a base (vhost-user GET/SET_VRING_BASE)",
 
 describe("reset()", () => {
   it.each([false, true])(
-    "mid-playback (packed=%s): the voice stops, the rings are left alone, the streams are idle",
+    "mid-playback (packed=%s): the voice stops, the rings are left alone, the streams keep only their parameters",
     (packed) => {
       const g = newGuest({ packed });
       g.probe();
@@ -602,9 +615,9 @@ describe("reset()", () => {
 
       g.device.reset();
       expect(playback.closed).toBe(true);
-      for (const s of g.device.streams) {
-        expect([s.state, s.params, s.pendingCount]).toEqual([PcmState.Idle, null, 0]);
-      }
+      const [s0, s1] = g.device.streams;
+      expect([s0!.state, s0!.params?.periodBytes, s0!.pendingCount]).toEqual([PcmState.ParamsSet, PERIOD, 0]);
+      expect([s1!.state, s1!.params, s1!.pendingCount]).toEqual([PcmState.Idle, null, 0]);
       expect(g.device.negotiatedFeatures).toBe(0n);
       for (let i = 0; i < 4; i++) expect(g.device.queue(i)).toBeNull();
       g.clock.advance(10 * PERIOD_NS);
@@ -612,8 +625,11 @@ describe("reset()", () => {
       expect(g.interrupts).toEqual(interrupts);
       expect(playback.data.length).toBe(played);
       expect(feed.done).toHaveLength(completed);
-      // A reset device needs a new negotiation before its queues.
-      expectInvalidState(() => g.device.setupQueue(0, g.queues[0]!.layout));
+      // A reset device needs a new negotiation before its queues; without one it needs a reset again.
+      expect(() => g.device.setupQueue(0, g.queues[0]!.layout)).not.toThrow();
+      expect(g.device.needsReset).toBe(true);
+      g.device.reset();
+      g.needsReset = null;
 
       renegotiate(g);
       g.probe();

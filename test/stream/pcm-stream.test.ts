@@ -13,6 +13,7 @@ import {
   VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
   VIRTIO_SND_EVT_PCM_XRUN,
   VIRTIO_SND_PCM_FMT_S16,
+  VIRTIO_SND_PCM_FMT_U8,
   VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS,
   VIRTIO_SND_PCM_F_EVT_XRUNS,
   VIRTIO_SND_PCM_F_MSG_POLLING,
@@ -303,15 +304,18 @@ function toState(s: PcmStream, state: PcmState, p: PcmParams = params()): void {
   expect(s.stop()).toBe(VIRTIO_SND_S_OK);
 }
 
+/** One-byte frames (U8 mono), so that messages of any length are whole frames. */
+const BYTE_FRAMES = { format: VIRTIO_SND_PCM_FMT_U8, channels: 1 };
+
 function outputRig(features = 0, state = PcmState.Running): Rig {
   const rig = new Rig(VIRTIO_SND_D_OUTPUT);
-  toState(rig.stream, state, params({ features }));
+  toState(rig.stream, state, params({ features, ...BYTE_FRAMES }));
   return rig;
 }
 
 function inputRig(features = 0, state = PcmState.Running): Rig {
   const rig = new Rig(VIRTIO_SND_D_INPUT);
-  toState(rig.stream, state, params({ direction: VIRTIO_SND_D_INPUT, features }));
+  toState(rig.stream, state, params({ direction: VIRTIO_SND_D_INPUT, features, ...BYTE_FRAMES }));
   return rig;
 }
 
@@ -501,20 +505,66 @@ describe("PcmStream", () => {
       expect(rig.host.eventTypes()).toContain("error");
     });
 
-    it("reset() drops everything without completing messages", () => {
+    it("reset() drops everything without completing messages, and keeps the parameters", () => {
       const rig = outputRig();
+      const p = rig.stream.params;
       rig.enqueue(rig.tx(seq(8)));
       rig.stream.reset();
       expect(rig.queue.pushes).toHaveLength(0);
       expect(rig.stream.pendingCount).toBe(0);
-      expect(rig.stream.state).toBe(PcmState.Idle);
-      expect(rig.stream.params).toBeNull();
+      expect(rig.stream.state).toBe(PcmState.ParamsSet);
+      expect(rig.stream.params).toBe(p);
       expect(rig.fake.voice.closes).toBe(1);
       expect(rig.read(8)).toEqual([]);
+    });
+
+    it("after reset(), PREPARE alone brings the stream back (Linux's restore after suspend)", () => {
+      const rig = outputRig();
+      rig.stream.reset();
+      expect(rig.stream.start()).toBe(VIRTIO_SND_S_BAD_MSG);
+      expect(rig.stream.prepare()).toBe(VIRTIO_SND_S_OK);
+      expect(rig.stream.start()).toBe(VIRTIO_SND_S_OK);
+      const m = rig.tx(seq(8));
+      expect(rig.enqueue(m)).toBe(true);
+      expect(rig.read(8)).toEqual(Array.from(seq(8)));
+      expect(rig.pushedChains()).toEqual([m.chain]);
+    });
+
+    it("a stream never configured stays idle across reset()", () => {
+      const rig = new Rig(VIRTIO_SND_D_OUTPUT);
+      rig.stream.reset();
+      expect(rig.stream.state).toBe(PcmState.Idle);
+      expect(rig.stream.prepare()).toBe(VIRTIO_SND_S_BAD_MSG);
     });
   });
 
   describe("TX messages", () => {
+    it.each([
+      ["TX, 2 bytes of S16 stereo", VIRTIO_SND_D_OUTPUT, 2],
+      ["TX, 6 bytes of S16 stereo", VIRTIO_SND_D_OUTPUT, 6],
+      ["RX, 3 bytes of S16 stereo", VIRTIO_SND_D_INPUT, 3],
+    ])(
+      "refuses data that is not a whole number of frames with BAD_MSG, unplayed (%s)",
+      (_n, direction, bytes) => {
+        const rig = new Rig(direction);
+        toState(rig.stream, PcmState.Running, params({ direction }));
+        const isTx = direction === VIRTIO_SND_D_OUTPUT;
+        const bad = isTx ? rig.tx(seq(bytes)) : rig.rx([bytes + 8]);
+        const good = isTx ? rig.tx(seq(8, 100)) : rig.rx([8 + 8]);
+        expect(rig.enqueue(bad)).toBe(false);
+        expect(rig.enqueue(good)).toBe(true);
+        expect(isTx ? rig.txStatus(bad).status : rig.rxStatus(bad).status).toBe(VIRTIO_SND_S_BAD_MSG);
+        expect(rig.queue.pushes[0]!.written).toBe(8);
+        if (isTx) {
+          // The next message starts on a frame boundary: nothing of the bad one was played.
+          expect(rig.read(8)).toEqual(Array.from(seq(8, 100)));
+        } else {
+          expect(rig.write(seq(8, 50))).toBe(8);
+          expect(rig.writableBytes(good).slice(0, 8)).toEqual(Array.from(seq(8, 50)));
+        }
+      },
+    );
+
     it.each([
       ["header and data in one segment", [4 + 20]],
       ["header in the first segment with some data", [10, 7, 7]],
@@ -726,6 +776,30 @@ describe("PcmStream", () => {
       expect(rig.host.polls).toEqual([VIRTIO_SND_D_OUTPUT, VIRTIO_SND_D_OUTPUT]);
       const plain = outputRig();
       plain.read(4);
+      expect(plain.host.polls).toEqual([]);
+    });
+
+    it("with MSG_POLLING, STOP and RELEASE take what the driver queued without a kick first", () => {
+      const rig = outputRig(bit(VIRTIO_SND_PCM_F_MSG_POLLING));
+      // The fake host's poll() stands for the device taking the ring's messages:
+      // one arrives during each poll, as if queued after the last voice tick.
+      const arrived: Built[] = [];
+      rig.host.poll = (direction: number): void => {
+        rig.host.polls.push(direction);
+        const m = rig.tx(seq(4, 10 * arrived.length));
+        arrived.push(m);
+        rig.enqueue(m);
+      };
+      expect(rig.stream.stop()).toBe(VIRTIO_SND_S_OK);
+      expect(rig.stream.pendingCount).toBe(1);
+      expect(rig.stream.release()).toBe(VIRTIO_SND_S_OK);
+      expect(rig.host.polls).toEqual([VIRTIO_SND_D_OUTPUT, VIRTIO_SND_D_OUTPUT]);
+      // Both were completed before RELEASE answered.
+      expect(rig.pushedChains()).toEqual(arrived.map((m) => m.chain));
+      expect(rig.stream.pendingCount).toBe(0);
+      const plain = outputRig();
+      plain.stream.stop();
+      plain.stream.release();
       expect(plain.host.polls).toEqual([]);
     });
 
