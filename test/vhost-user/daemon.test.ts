@@ -116,7 +116,7 @@ describe.skipIf(!status.ok)(suiteName, () => {
     await until("the disconnect", () => d.disconnects() === 1);
     expect(d.daemon.connected).toBe(false);
     expect(d.daemon.backend.memory.regionCount).toBe(0);
-    expect(d.daemon.device.streams[0]!.state).toBe(PcmState.Idle);
+    expect(d.daemon.device.streams[0]!.state).toBe(PcmState.ParamsSet); // reset: no voice, no messages, parameters kept
 
     // A second front-end (packed rings, ADD_MEM_REG) works from scratch.
     const fe2 = new NativeFrontEnd(n, d.path, cleanup, true);
