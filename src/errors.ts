@@ -16,7 +16,9 @@ export type ErrorCode =
   /** An audio backend does not support the requested parameters. */
   | "ERR_BACKEND_NOT_SUPPORTED"
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
-  | "ERR_INVALID_TRACE";
+  | "ERR_INVALID_TRACE"
+  /** A saved device state is malformed or does not fit the device it is restored into. */
+  | "ERR_INVALID_SNAPSHOT";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

@@ -706,6 +706,13 @@ const noHooks: ControlHooks = { notify: () => undefined, changed: () => undefine
  * configuration). The control queue uses the wire methods (each answers
  * with a VIRTIO_SND_S_* status); the host uses get/find/set*.
  */
+/** One control element's state in a device snapshot. */
+export interface ControlState {
+  readonly value: Uint8Array;
+  readonly tlv: Uint8Array | null;
+  readonly access: number;
+}
+
 export class ControlElements {
   private readonly elements: readonly Element[];
   /** Set by the device: where change notifications go. */
@@ -776,6 +783,36 @@ export class ControlElements {
     el.access = access;
     this.hooks.notify(id, 1 << VIRTIO_SND_CTL_EVT_MASK_INFO);
     return true;
+  }
+
+  // ---- snapshot -------------------------------------------------------------------
+
+  /** What the driver and host changed: each element's value, metadata and access bits. */
+  saveState(): ControlState[] {
+    return this.elements.map((el) => ({
+      value: el.value.slice(),
+      tlv: el.tlv?.slice() ?? null,
+      access: el.access,
+    }));
+  }
+
+  /** Takes saved states back, without notifying anyone (the driver saw them before). Throws ERR_INVALID_SNAPSHOT. */
+  restoreState(states: readonly ControlState[]): void {
+    if (states.length !== this.elements.length) {
+      throw new VirtioSndError(
+        "ERR_INVALID_SNAPSHOT",
+        `saved ${states.length} controls, the device has ${this.elements.length}`,
+      );
+    }
+    states.forEach((st, i) => {
+      const el = this.elements[i]!;
+      if (st.value.length !== VIRTIO_SND_CTL_VALUE_SIZE || !Number.isInteger(st.access)) {
+        throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `saved control ${i} is malformed`);
+      }
+      el.value.set(st.value);
+      el.tlv = st.tlv === null ? null : st.tlv.slice();
+      el.access = st.access >>> 0;
+    });
   }
 
   // ---- wire side (the control queue) ----------------------------------------------

@@ -51,6 +51,20 @@ export class EventQueue {
     return this.waiting.length / 2;
   }
 
+  /** The events waiting for a buffer, as (code, data) pairs: a snapshot keeps them. */
+  waitingEvents(): number[] {
+    return this.waiting.slice();
+  }
+
+  /** Puts saved waiting events back (delivered when the driver next offers buffers). */
+  restoreWaiting(pairs: readonly number[], dropped: number): void {
+    this.waiting.length = 0;
+    for (let i = 0; i + 1 < pairs.length && this.waiting.length < MAX_PENDING_EVENTS * 2; i += 2) {
+      this.waiting.push(pairs[i]!, pairs[i + 1]!);
+    }
+    this.dropped = dropped;
+  }
+
   /** The next usable buffer from the ring, or null. */
   private nextBuffer(): Chain | null {
     for (let chain = this.queue.pop(); chain !== null; chain = this.queue.pop()) {

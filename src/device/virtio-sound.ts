@@ -53,6 +53,7 @@ import { ControlHandler } from "./control.js";
 import { type DeviceLimits, type ResolvedLimits, ioSegmentBudget, resolveLimits } from "./limits.js";
 import { type ControlChange, ControlElements, type ControlValueInput } from "./controls.js";
 import { EventQueue } from "./event-queue.js";
+import { type DeviceSnapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js";
 
 export interface VirtioSoundOptions {
   /** The guest's memory. A RegionMemory may be changed in place (vhost-user memory tables). */
@@ -120,6 +121,10 @@ export class VirtioSound {
     null,
   );
   private readonly dirty: boolean[] = new Array<boolean>(VIRTIO_SND_VQ_MAX).fill(false);
+  /** Where each queue's areas are, as the driver set them up (kept for snapshots). */
+  private readonly layouts: (QueueLayout | null)[] = new Array<QueueLayout | null>(VIRTIO_SND_VQ_MAX).fill(
+    null,
+  );
   private events: EventQueue | null = null;
   private readonly control: ControlHandler;
   private readonly host: StreamHost;
@@ -249,33 +254,39 @@ export class VirtioSound {
       for (const s of this.streams) if (s.direction === direction) s.forgetPending();
     }
     try {
-      const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;
-      const size = Number.isInteger(layout.size) && layout.size > 0 ? layout.size : 1;
-      const direction = index === VIRTIO_SND_VQ_TX ? VIRTIO_SND_D_OUTPUT : VIRTIO_SND_D_INPUT;
-      const features = {
-        indirect: (this.driverFeatures & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
-        eventIdx: (this.driverFeatures & bit(VIRTIO_F_EVENT_IDX)) !== 0n,
-        maxChain: this.limits.maxChain,
-        ...(io ? { maxSegments: ioSegmentBudget(this.limits, this.streamInfos, direction, size) } : {}),
-      };
-      const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
-      let queue: DeviceQueue = packed
-        ? new PackedQueue(this.memory, layout, features)
-        : new SplitQueue(this.memory, layout, features);
-      if (base !== undefined) queue.setBase(base);
-      queue.enableNotifications(true);
-      queue = this.options.recorder?.queue(index, queue, base) ?? queue;
-      this.queues[index] = queue;
-      if (index === VIRTIO_SND_VQ_EVENT) {
-        this.events = new EventQueue(
-          queue,
-          () => this.memory,
-          (q) => this.markUsed(q),
-        );
-      }
+      this.makeQueue(index, layout, base).enableNotifications(true);
     } catch (err) {
       this.fatal(err);
     }
+  }
+
+  /** Builds queue `index` over `layout` with the negotiated ring features and the device's bounds; writes no guest memory. */
+  private makeQueue(index: number, layout: QueueLayout, base?: number): DeviceQueue {
+    const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;
+    const size = Number.isInteger(layout.size) && layout.size > 0 ? layout.size : 1;
+    const direction = index === VIRTIO_SND_VQ_TX ? VIRTIO_SND_D_OUTPUT : VIRTIO_SND_D_INPUT;
+    const features = {
+      indirect: (this.driverFeatures & bit(VIRTIO_F_INDIRECT_DESC)) !== 0n,
+      eventIdx: (this.driverFeatures & bit(VIRTIO_F_EVENT_IDX)) !== 0n,
+      maxChain: this.limits.maxChain,
+      ...(io ? { maxSegments: ioSegmentBudget(this.limits, this.streamInfos, direction, size) } : {}),
+    };
+    const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
+    let queue: DeviceQueue = packed
+      ? new PackedQueue(this.memory, layout, features)
+      : new SplitQueue(this.memory, layout, features);
+    if (base !== undefined) queue.setBase(base);
+    queue = this.options.recorder?.queue(index, queue, base) ?? queue;
+    this.queues[index] = queue;
+    this.layouts[index] = { ...layout };
+    if (index === VIRTIO_SND_VQ_EVENT) {
+      this.events = new EventQueue(
+        queue,
+        () => this.memory,
+        (q) => this.markUsed(q),
+      );
+    }
+    return queue;
   }
 
   /** Stops queue `index` and returns its ring position (vhost-user GET_VRING_BASE). */
@@ -295,6 +306,7 @@ export class VirtioSound {
     const base = queue.getBase();
     this.options.recorder?.stopQueue(index, base);
     this.queues[index] = null;
+    this.layouts[index] = null;
     if (index === VIRTIO_SND_VQ_EVENT) this.events = null;
     return base;
   }
@@ -333,6 +345,7 @@ export class VirtioSound {
     this.options.recorder?.reset();
     for (const s of this.streams) s.reset();
     this.queues.fill(null);
+    this.layouts.fill(null);
     this.dirty.fill(false);
     this.events = null;
     this.driverFeatures = 0n;
@@ -343,6 +356,98 @@ export class VirtioSound {
 
   get needsReset(): boolean {
     return this.broken !== null;
+  }
+
+  // ---- snapshot ------------------------------------------------------------------------
+
+  /**
+   * The device's state as bytes (./snapshot.ts): negotiated features, queue
+   * positions, stream states and parameters, pending messages with their
+   * cursors, jacks, controls, waiting events. With the guest's memory saved at
+   * the same moment, restoreState() on a new device (same config) carries on
+   * exactly: no frame lost or repeated. Call it between two device calls, as
+   * an emulator's save does.
+   */
+  saveState(): Uint8Array {
+    const snapshot: DeviceSnapshot = {
+      card: {
+        streams: this.streams.length,
+        jacks: this.jacks.length,
+        chmaps: this.chmaps.length,
+        controls: this.controls.length,
+      },
+      features: this.driverFeatures,
+      accepted: this.featuresAccepted,
+      broken: this.broken?.message ?? null,
+      queues: this.queues.map((q, i) =>
+        q === null || this.layouts[i] === null ? null : { layout: this.layouts[i]!, ring: q.saveState() },
+      ),
+      events: this.events?.waitingEvents() ?? [],
+      eventsDropped: this.events?.dropped ?? 0,
+      jacks: this.jacks.map((j) => ({ connected: j.connected, defconf: j.hdaRegDefconf })),
+      controls: this.controls.saveState(),
+      streams: this.streams.map((s) => s.saveState()),
+      dropsReported: [...this.unattributedDropReported],
+    };
+    return encodeSnapshot(snapshot);
+  }
+
+  /**
+   * Takes a state saveState() produced, on a device built with the same
+   * config over the restored guest memory. Writes nothing to guest memory;
+   * opens a voice for every stream that had one (started if it was running).
+   * Throws ERR_INVALID_SNAPSHOT for bytes that are not such a state or do not
+   * fit this device, leaving the device reset.
+   */
+  restoreState(data: Uint8Array): void {
+    const s = decodeSnapshot(data);
+    const card = {
+      streams: this.streams.length,
+      jacks: this.jacks.length,
+      chmaps: this.chmaps.length,
+      controls: this.controls.length,
+    };
+    if (JSON.stringify(s.card) !== JSON.stringify(card)) {
+      throw new VirtioSndError(
+        "ERR_INVALID_SNAPSHOT",
+        `saved card ${JSON.stringify(s.card)} is not this device's ${JSON.stringify(card)}`,
+      );
+    }
+    if ((s.features & ~this.deviceFeatures) !== 0n) {
+      throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "saved features were not offered by this device");
+    }
+    this.reset();
+    try {
+      this.driverFeatures = s.features;
+      this.featuresAccepted = s.accepted;
+      s.queues.forEach((q, i) => {
+        if (q === null) return;
+        this.makeQueue(i, q.layout).restoreState(q.ring);
+      });
+      this.events?.restoreWaiting(s.events, s.eventsDropped);
+      s.jacks.forEach((j, i) => {
+        const jack = this.jacks[i]!;
+        jack.connected = j.connected;
+        jack.hdaRegDefconf = j.defconf;
+      });
+      this.controls.restoreState(s.controls);
+      s.streams.forEach((st, i) => {
+        const stream = this.streams[i]!;
+        const queue =
+          this.queues[stream.direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX] ?? null;
+        stream.restoreState(st, queue);
+      });
+      s.dropsReported.forEach((b, i) => (this.unattributedDropReported[i] = b));
+      if (s.broken !== null) this.broken = new VirtqueueBrokenError(s.broken);
+    } catch (err) {
+      this.reset();
+      if (err instanceof VirtioSndError && err.code === "ERR_INVALID_SNAPSHOT") throw err;
+      throw new VirtioSndError(
+        "ERR_INVALID_SNAPSHOT",
+        `device snapshot does not fit: ${err instanceof Error ? err.message : String(err)}`,
+        { cause: err },
+      );
+    }
   }
 
   // ---- jacks (§5.14.6.4.3) ----------------------------------------------------------

@@ -133,8 +133,8 @@ export const GUEST_BASE = 0x10_0000;
 export class SimulatedGuest {
   readonly clock = new VirtualClock();
   readonly memory: FlatMemory;
-  readonly backend: MemoryBackend;
-  readonly device: VirtioSound;
+  private currentBackend: MemoryBackend;
+  private currentDevice: VirtioSound;
   readonly alloc: (size: number, align: number) => number;
   readonly queues: DriverQueue[] = [];
   readonly interrupts = [0, 0, 0, 0];
@@ -156,10 +156,42 @@ export class SimulatedGuest {
     this.memory = new FlatMemory(new ArrayBuffer(size), GUEST_BASE);
     const bump = new BumpAllocator(GUEST_BASE, GUEST_BASE + size);
     this.alloc = bump.alloc;
-    this.backend = new MemoryBackend({ clock: this.clock, ...options.backend });
-    this.device = new VirtioSound({
+    this.currentBackend = new MemoryBackend({ clock: this.clock, ...options.backend });
+    this.currentDevice = this.makeDevice(this.currentBackend);
+  }
+
+  /** The device the guest talks to (a new one after snapshotAndRestore()). */
+  get device(): VirtioSound {
+    return this.currentDevice;
+  }
+
+  /** The memory backend of the current device. */
+  get backend(): MemoryBackend {
+    return this.currentBackend;
+  }
+
+  /**
+   * An emulator's snapshot and restore: saves the device's state, retires the
+   * device (a reset, which writes nothing to guest memory and closes its
+   * voices), and restores the state into a new device with a new memory
+   * backend over the same guest memory. Returns the bytes and the retired
+   * backend (what was played before the cut).
+   */
+  snapshotAndRestore(): { state: Uint8Array; before: MemoryBackend } {
+    const state = this.currentDevice.saveState();
+    const before = this.currentBackend;
+    this.currentDevice.reset();
+    this.currentBackend = new MemoryBackend({ clock: this.clock, ...this.options.backend });
+    this.currentDevice = this.makeDevice(this.currentBackend);
+    this.currentDevice.restoreState(state);
+    return { state, before };
+  }
+
+  private makeDevice(backend: MemoryBackend): VirtioSound {
+    const options = this.options;
+    return new VirtioSound({
       memory: this.memory,
-      backend: options.audioBackend?.(this.clock) ?? this.backend,
+      backend: options.audioBackend?.(this.clock) ?? backend,
       clock: this.clock,
       ...(options.config !== undefined ? { config: options.config } : {}),
       interrupt: (i) => this.onInterrupt(i),

@@ -1,6 +1,6 @@
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
 import { type PcmParams, frameBits } from "../audio/pcm-params.js";
-import { BackendError, GuestMemoryError } from "../errors.js";
+import { BackendError, GuestMemoryError, VirtioSndError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import {
   VIRTIO_SND_D_OUTPUT,
@@ -15,7 +15,7 @@ import {
   VIRTIO_SND_S_OK,
 } from "../spec/constants.js";
 import { type Chain, writeToChain } from "../virtqueue/chain.js";
-import type { DeviceQueue } from "../virtqueue/virtqueue.js";
+import { type ChainState, type DeviceQueue, chainState } from "../virtqueue/virtqueue.js";
 import { PcmCommand, PcmState, acceptsIo, commandAllowed } from "./pcm-state.js";
 
 /** Size of struct virtio_snd_pcm_xfer and virtio_snd_pcm_status (§5.14.6.8). */
@@ -36,6 +36,23 @@ export interface StreamEvent {
   readonly error?: Error;
   /** "dropped": why the device returned a message unplayed (reported once per stream until its next PREPARE). */
   readonly reason?: string;
+}
+
+/** A stream's state in a device snapshot: everything but its voice, which a restore opens anew. */
+export interface PcmStreamState {
+  readonly state: PcmState;
+  readonly params: PcmParams | null;
+  readonly failed: boolean;
+  /** Pending messages, oldest first, and the cursor into the first. */
+  readonly pending: readonly ChainState[];
+  readonly cursor: readonly [seg: number, off: number, left: number, filled: number];
+  readonly bytesMoved: number;
+  readonly nextPeriodMark: number;
+  readonly starved: boolean;
+  readonly dropReported: boolean;
+  readonly dropped: number;
+  readonly bytesTotal: number;
+  readonly xruns: number;
 }
 
 /** What a stream needs from the device that owns it. */
@@ -213,6 +230,75 @@ export class PcmStream implements OutputSource, InputSink {
     this.state = this.params === null ? PcmState.Idle : PcmState.ParamsSet;
     this.failed = false;
     this.polling = this.params !== null && (this.params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
+  }
+
+  // ---- snapshot --------------------------------------------------------------------
+
+  saveState(): PcmStreamState {
+    const pending: ChainState[] = [];
+    for (let i = 0; i < this.count; i++)
+      pending.push(chainState(this.pending[(this.head + i) % this.pending.length]!));
+    return {
+      state: this.state,
+      params: this.params,
+      failed: this.failed,
+      pending,
+      cursor: [this.curSeg, this.curOff, this.curLeft, this.curFilled],
+      bytesMoved: this.bytesMoved,
+      nextPeriodMark: this.nextPeriodMark,
+      starved: this.starved,
+      dropReported: this.dropReported,
+      dropped: this.dropped,
+      bytesTotal: this.bytesTotal,
+      xruns: this.xruns,
+    };
+  }
+
+  /**
+   * Takes a saved state on a fresh stream: its messages back from `queue`,
+   * and a new voice where the stream had one (started if it was running), so
+   * playback carries on from the byte where it was saved. Throws
+   * ERR_INVALID_SNAPSHOT (or the queue's VirtqueueBrokenError) for a state
+   * that does not fit.
+   */
+  restoreState(saved: PcmStreamState, queue: DeviceQueue | null): void {
+    if (saved.pending.length > 0 && queue === null) {
+      throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `stream ${this.id}: saved messages but no queue`);
+    }
+    this.reset();
+    this.params = saved.params;
+    this.state = saved.state;
+    this.failed = saved.failed;
+    this.polling =
+      saved.params !== null && (saved.params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
+    for (const c of saved.pending) {
+      if (this.count === this.pending.length) this.growPending();
+      this.pending[(this.head + this.count) % this.pending.length] = queue!.adoptChain(c);
+      this.count++;
+    }
+    [this.curSeg, this.curOff, this.curLeft, this.curFilled] = saved.cursor;
+    if (this.count === 0) this.curLeft = -1;
+    this.bytesMoved = saved.bytesMoved;
+    this.nextPeriodMark = saved.nextPeriodMark;
+    this.starved = saved.starved;
+    this.dropReported = saved.dropReported;
+    this.dropped = saved.dropped;
+    this.bytesTotal = saved.bytesTotal;
+    this.xruns = saved.xruns;
+    if (acceptsIo(this.state) && !this.failed && this.params !== null) {
+      try {
+        this.voice =
+          this.direction === VIRTIO_SND_D_OUTPUT
+            ? this.host.backend.openOutput(this.id, this.params, this)
+            : this.host.backend.openInput(this.id, this.params, this);
+        if (this.state === PcmState.Running) this.voice.start();
+      } catch (err) {
+        // The new host cannot play it: the stream fails its messages, as a voice failing at PREPARE does.
+        this.failed = true;
+        this.emitError(err);
+        this.closeVoice();
+      }
+    }
   }
 
   /** Drops every pending message without returning it (its ring is gone or replaced). */

@@ -1,6 +1,8 @@
+import { VirtqueueBrokenError } from "../errors.js";
+import type { GuestMemory } from "../memory/guest-memory.js";
 import { CHAIN_INITIAL_CAPACITY, Chain, ChainFault } from "./chain.js";
 import { DEFAULT_MAX_CHAIN } from "./ring-constants.js";
-import type { RingFeatures } from "./virtqueue.js";
+import type { ChainState, RingFeatures } from "./virtqueue.js";
 
 /** The bounds a queue applies to its chains, resolved from RingFeatures and the queue size. */
 export interface ChainBounds {
@@ -83,6 +85,32 @@ export class ChainPool {
     const n = chain.segmentCount;
     this.held += n;
     chain.pooledSegments = n;
+  }
+
+  /**
+   * A chain in flight at a snapshot, taken again: filled with its saved
+   * segments and counted as the walk would have. Throws when the saved chain
+   * does not fit the bounds (a snapshot from another configuration).
+   */
+  adopt(state: ChainState, mem: GuestMemory): Chain {
+    const n = state.segments.length;
+    if (n > this.bounds.maxChain || this.held + n > this.bounds.maxSegments) {
+      throw new VirtqueueBrokenError(`a saved chain of ${n} buffers does not fit the queue's bounds`);
+    }
+    const chain = this.take();
+    state.segments.forEach(([addr, len], i) => {
+      if (!mem.contains(addr, len) && len !== 0) {
+        this.release(chain);
+        throw new VirtqueueBrokenError(
+          `a saved chain's buffer 0x${addr.toString(16)}+${len} is outside guest memory`,
+        );
+      }
+      chain.addSegment(addr, len, i >= state.readableCount);
+    });
+    chain.id = state.id;
+    chain.ringSlots = state.ringSlots;
+    this.admit(chain);
+    return chain;
   }
 
   /** Takes a chain out of flight and back into the pool. */

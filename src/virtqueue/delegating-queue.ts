@@ -1,5 +1,5 @@
 import type { Chain } from "./chain.js";
-import type { DeviceQueue } from "./virtqueue.js";
+import type { ChainState, DeviceQueue, RingState } from "./virtqueue.js";
 
 /**
  * A DeviceQueue that forwards every call to an inner queue: the base of the
@@ -40,5 +40,17 @@ export class DelegatingQueue implements DeviceQueue {
 
   setBase(base: number): void {
     this.inner.setBase(base);
+  }
+
+  saveState(): RingState {
+    return this.inner.saveState();
+  }
+
+  restoreState(state: RingState): void {
+    this.inner.restoreState(state);
+  }
+
+  adoptChain(state: ChainState): Chain {
+    return this.inner.adoptChain(state);
   }
 }

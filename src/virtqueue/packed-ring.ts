@@ -17,7 +17,7 @@ import {
   VIRTQ_PACKED_MAX_SIZE,
 } from "./ring-constants.js";
 import { checkArea, ringFault, usedLength } from "./ring-common.js";
-import type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue.js";
+import type { ChainState, DeviceQueue, QueueLayout, RingFeatures, RingState } from "./virtqueue.js";
 
 /** Offsets inside a descriptor: le64 addr, le32 len, le16 id, le16 flags. */
 const DESC_LEN = 8;
@@ -406,6 +406,50 @@ export class PackedQueue implements DeviceQueue {
         throw ringFault("packed", e, "updating the device event suppression structure");
       }
     }
+  }
+
+  saveState(): RingState {
+    return {
+      kind: "packed",
+      availIdx: this.availIdx,
+      availWrap: this.availWrap,
+      usedIdx: this.usedIdx,
+      usedWrap: this.usedWrap,
+      pushedSlots: this.pushedSlots,
+      notify: this.notify,
+    };
+  }
+
+  restoreState(state: RingState): void {
+    const slot = (v: number): boolean => Number.isInteger(v) && v >= 0 && v < this.size;
+    const bit = (v: number): boolean => v === 0 || v === 1;
+    if (
+      state.kind !== "packed" ||
+      !slot(state.availIdx) ||
+      !slot(state.usedIdx) ||
+      !bit(state.availWrap) ||
+      !bit(state.usedWrap) ||
+      !Number.isInteger(state.pushedSlots) ||
+      state.pushedSlots < 0
+    ) {
+      throw new VirtqueueBrokenError("saved packed ring state does not fit this queue");
+    }
+    this.availIdx = state.availIdx;
+    this.availWrap = state.availWrap;
+    this.usedIdx = state.usedIdx;
+    this.usedWrap = state.usedWrap;
+    this.pushedSlots = state.pushedSlots;
+    this.notify = state.notify === true;
+  }
+
+  adoptChain(state: ChainState): Chain {
+    const slots = state.ringSlots;
+    if (!Number.isInteger(slots) || slots < 1 || this.slotsInFlight + slots > this.size) {
+      throw new VirtqueueBrokenError(`saved chain ${state.id} does not fit this packed ring`);
+    }
+    const chain = this.pool.adopt(state, this.mem);
+    this.slotsInFlight += slots;
+    return chain;
   }
 
   /** Takes a chain out of flight and back into the pool (slotsInFlight <= size keeps the pool at `size` chains at most). */

@@ -13,7 +13,7 @@ import {
   VIRTQ_USED_F_NO_NOTIFY,
 } from "./ring-constants.js";
 import { checkArea, ringFault, usedLength } from "./ring-common.js";
-import type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue.js";
+import type { ChainState, DeviceQueue, QueueLayout, RingFeatures, RingState } from "./virtqueue.js";
 
 /**
  * The device side of a split virtqueue (virtio 1.3 §2.7).
@@ -311,6 +311,43 @@ export class SplitQueue implements DeviceQueue {
     this.usedIdx = b;
     this.signalledUsed = b;
     this.pushedSinceCheck = 0;
+  }
+
+  saveState(): RingState {
+    return {
+      kind: "split",
+      lastAvail: this.lastAvail,
+      usedIdx: this.usedIdx,
+      signalledUsed: this.signalledUsed,
+      pushedSinceCheck: this.pushedSinceCheck,
+      notify: this.notify,
+    };
+  }
+
+  restoreState(state: RingState): void {
+    const u16 = (v: number): boolean => Number.isInteger(v) && v >= 0 && v <= 0xffff;
+    if (
+      state.kind !== "split" ||
+      !u16(state.lastAvail) ||
+      !u16(state.usedIdx) ||
+      !u16(state.signalledUsed) ||
+      !Number.isInteger(state.pushedSinceCheck) ||
+      state.pushedSinceCheck < 0
+    ) {
+      throw new VirtqueueBrokenError("saved split ring state does not fit this queue");
+    }
+    this.lastAvail = state.lastAvail;
+    this.usedIdx = state.usedIdx;
+    this.signalledUsed = state.signalledUsed;
+    this.pushedSinceCheck = state.pushedSinceCheck;
+    this.notify = state.notify === true;
+  }
+
+  adoptChain(state: ChainState): Chain {
+    if (!Number.isInteger(state.id) || state.id < 0 || state.id >= this.size || state.ringSlots !== 1) {
+      throw new VirtqueueBrokenError(`saved chain ${state.id} does not fit this split ring`);
+    }
+    return this.pool.adopt(state, this.mem);
   }
 
   private release(chain: Chain): void {

@@ -1,5 +1,37 @@
 import type { Chain } from "./chain.js";
 
+/** A split ring's device-side position (for a device snapshot). */
+export interface SplitRingState {
+  readonly kind: "split";
+  readonly lastAvail: number;
+  readonly usedIdx: number;
+  readonly signalledUsed: number;
+  readonly pushedSinceCheck: number;
+  readonly notify: boolean;
+}
+
+/** A packed ring's device-side position (for a device snapshot). */
+export interface PackedRingState {
+  readonly kind: "packed";
+  readonly availIdx: number;
+  readonly availWrap: number;
+  readonly usedIdx: number;
+  readonly usedWrap: number;
+  readonly pushedSlots: number;
+  readonly notify: boolean;
+}
+
+export type RingState = SplitRingState | PackedRingState;
+
+/** A chain in flight, as a snapshot keeps it: enough to hand it back to the driver later. */
+export interface ChainState {
+  readonly id: number;
+  readonly ringSlots: number;
+  readonly readableCount: number;
+  /** Segments as [addr, len] pairs, readable ones first. */
+  readonly segments: readonly (readonly [number, number])[];
+}
+
 /** Where the driver placed a queue's three areas (guest-physical addresses). */
 export interface QueueLayout {
   /** Queue size: descriptors in the table (split: a power of 2, at most 32768). */
@@ -68,4 +100,22 @@ export interface DeviceQueue {
    */
   getBase(): number;
   setBase(base: number): void;
+  /** The device-side position and suppression state, without the chains in flight. Reads no guest memory. */
+  saveState(): RingState;
+  /**
+   * Puts a queue just made over the same layout back at a saved position,
+   * writing nothing to guest memory (the restored guest memory already holds
+   * what the device wrote). Throws VirtqueueBrokenError for a state that does
+   * not fit the queue.
+   */
+  restoreState(state: RingState): void;
+  /** Takes back a chain that was in flight at the snapshot (throws VirtqueueBrokenError if it cannot be). */
+  adoptChain(state: ChainState): Chain;
+}
+
+/** The state of a chain in flight, for a snapshot. */
+export function chainState(chain: Chain): ChainState {
+  const segments: [number, number][] = [];
+  for (let i = 0; i < chain.segmentCount; i++) segments.push([chain.addr[i]!, chain.len[i]!]);
+  return { id: chain.id, ringSlots: chain.ringSlots, readableCount: chain.readableCount, segments };
 }

@@ -31,7 +31,7 @@ import {
 } from "../../src/stream/pcm-state.js";
 import { PcmStream, type StreamEvent, type StreamHost } from "../../src/stream/pcm-stream.js";
 import { Chain } from "../../src/virtqueue/chain.js";
-import type { DeviceQueue } from "../../src/virtqueue/virtqueue.js";
+import type { DeviceQueue, RingState } from "../../src/virtqueue/virtqueue.js";
 
 // ---- fakes ---------------------------------------------------------------------------
 
@@ -55,6 +55,13 @@ class FakeQueue implements DeviceQueue {
     return 0;
   }
   setBase(): void {}
+  saveState(): RingState {
+    throw new Error("not used");
+  }
+  restoreState(): void {}
+  adoptChain(): Chain {
+    throw new Error("not used");
+  }
 }
 
 class FakeVoice implements Voice {
