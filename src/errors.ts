@@ -16,7 +16,9 @@ export type ErrorCode =
   /** An audio backend does not support the requested parameters. */
   | "ERR_BACKEND_NOT_SUPPORTED"
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
-  | "ERR_INVALID_TRACE";
+  | "ERR_INVALID_TRACE"
+  /** The operation exists in the API but this device or build cannot do it (a snapshot of a device without one). */
+  | "ERR_NOT_SUPPORTED";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;
