@@ -58,7 +58,7 @@ import { BumpAllocator } from "./allocator.js";
 import type { Buf, DriverQueue } from "./driver-queue.js";
 import { PackedDriverQueue } from "./packed-driver.js";
 import { SplitDriverQueue } from "./split-driver.js";
-import { type DeviceLink, MmioGuestDriver, PciGuestDriver } from "./transport-driver.js";
+import { type DeviceLink, MmioGuestDriver, PciGuestDriver, transportBus } from "./transport-driver.js";
 
 /** The spec's name of a request or status code (src/spec/names.ts; re-exported for those who import it from here). */
 export { controlName } from "../spec/names.js";
@@ -267,7 +267,7 @@ export class SimulatedGuest {
         bar: { index: kind === "pci-io" ? 2 : 4, kind: kind === "pci-io" ? "io" : "mem32" },
         ...(kind === "pci-msix" ? { msixVectors: 5, msixBar: 1 } : {}),
       });
-      const driver = new PciGuestDriver(pci, handlers, { msix: kind === "pci-msix" });
+      const driver = new PciGuestDriver(transportBus(pci), handlers, { msix: kind === "pci-msix" });
       irq = (level) => driver.onIrq(level);
       msi = (address, data) => driver.onMsi(address, data);
       this.transport = pci;

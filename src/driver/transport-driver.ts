@@ -82,6 +82,31 @@ const fail = (message: string): never => {
   throw new VirtioSndError("ERR_INVALID_STATE", message);
 };
 
+/** How the guest reaches a PCI function: its configuration space, and I/O and memory space. */
+export interface PciBus {
+  configRead(offset: number, width: number): number;
+  configWrite(offset: number, width: number, value: number): void;
+  read(space: "io" | "mem", address: number, width: number): number;
+  write(space: "io" | "mem", address: number, width: number, value: number): void;
+}
+
+/** A bus with only this transport on it: addresses decode through the BARs the guest programmed. */
+export function transportBus(pci: VirtioPciTransport): PciBus {
+  return {
+    configRead: (offset, width) => pci.configRead(offset, width),
+    configWrite: (offset, width, value) => pci.configWrite(offset, width, value),
+    read: (space, address, width) => {
+      const hit = pci.decode(space, address);
+      // A read nothing claims: all ones, as on a real bus.
+      return hit === null ? 2 ** (8 * width) - 1 : pci.barRead(hit.bar, hit.offset, width);
+    },
+    write: (space, address, width, value) => {
+      const hit = pci.decode(space, address);
+      if (hit !== null) pci.barWrite(hit.bar, hit.offset, width, value);
+    },
+  };
+}
+
 /** Where the guest's firmware places BARs: an I/O window and a memory window, clear of the test guest's RAM. */
 const IO_WINDOW = 0xc000;
 const MEM_WINDOW = 0xfe00_0000;
@@ -95,9 +120,9 @@ interface Structure {
 }
 
 /**
- * virtio_pci_modern's probe and run-time register accesses over a
- * VirtioPciTransport: firmware sizing and assigning the BARs, the capability
- * walk, feature negotiation, queue setup with MSI-X vectors or INTx, notifications
+ * virtio_pci_modern's probe and run-time register accesses over a PCI bus
+ * (a VirtioPciTransport through transportBus(), or an emulator's own ports):
+ * optionally firmware sizing and assigning the BARs, the capability walk, feature negotiation, queue setup with MSI-X vectors or INTx, notifications
  * at queue_notify_off × notify_off_multiplier, and the INTx handler that reads
  * (and so clears) the ISR.
  */
@@ -114,11 +139,16 @@ export class PciGuestDriver implements DeviceLink {
   private inIrq = false;
   private irqAgain = false;
 
+  /**
+   * `firmware` (default true): size the BARs and give them addresses, as
+   * firmware does; false keeps the addresses a real firmware gave them.
+   */
   constructor(
-    private readonly pci: VirtioPciTransport,
+    private readonly bus: PciBus,
     private readonly handlers: LinkHandlers,
-    opts: { msix?: boolean } = {},
+    opts: { msix?: boolean; firmware?: boolean } = {},
   ) {
+    const pci = bus;
     const cfg8 = (o: number): number => pci.configRead(o, 1);
     const cfg16 = (o: number): number => pci.configRead(o, 2);
     const cfg32 = (o: number): number => pci.configRead(o, 4);
@@ -135,15 +165,19 @@ export class PciGuestDriver implements DeviceLink {
     const barSpace: ("io" | "mem")[] = [];
     for (let i = 0; i < 6; i++) {
       const off = PCI_BASE_ADDRESS_0 + 4 * i;
-      const type = cfg32(off) & 1;
+      const original = cfg32(off);
+      const type = original & 1;
       pci.configWrite(off, 4, 0xffff_ffff);
       const mask = cfg32(off);
       if (mask === 0) continue;
       const size = (~(mask & (type === 1 ? ~0x3 : ~0xf)) + 1) >>> 0;
-      const base = type === 1 ? Math.ceil(io / size) * size : Math.ceil(mem / size) * size;
-      if (type === 1) io = base + size;
-      else mem = base + size;
-      pci.configWrite(off, 4, base);
+      let base = (original & (type === 1 ? ~0x3 : ~0xf)) >>> 0;
+      if (opts.firmware !== false) {
+        base = type === 1 ? Math.ceil(io / size) * size : Math.ceil(mem / size) * size;
+        if (type === 1) io = base + size;
+        else mem = base + size;
+      }
+      pci.configWrite(off, 4, base | type);
       barBase[i] = base;
       barSpace[i] = type === 1 ? "io" : "mem";
     }
@@ -201,15 +235,11 @@ export class PciGuestDriver implements DeviceLink {
   }
 
   private busRead(space: "io" | "mem", addr: number, width: number): number {
-    const hit = this.pci.decode(space, addr);
-    // A read nothing claims: all ones, as on a real bus.
-    if (hit === null) return 2 ** (8 * width) - 1;
-    return this.pci.barRead(hit.bar, hit.offset, width);
+    return this.bus.read(space, addr, width);
   }
 
   private busWrite(space: "io" | "mem", addr: number, width: number, value: number): void {
-    const hit = this.pci.decode(space, addr);
-    if (hit !== null) this.pci.barWrite(hit.bar, hit.offset, width, value);
+    this.bus.write(space, addr, width, value);
   }
 
   private read(s: Structure, off: number, width: number): number {
