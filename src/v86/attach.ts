@@ -124,6 +124,8 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
   const pciId = choosePciId(pci.devices, options.pciSlot);
   let attached = false;
   let line = false;
+  /** After a restore the level is passed on even if it looks unchanged: v86's own state was replaced. */
+  let force = false;
   const transport = new VirtioPciTransport({
     device: (hooks) =>
       new VirtioSound({
@@ -139,7 +141,8 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
       }),
     bar: { index: 0, kind: "io" },
     irq: (level) => {
-      if (!attached || level === line) return;
+      if (!attached || (level === line && !force)) return;
+      force = false;
       line = level;
       if (level) pci.raise_irq(pciId);
       else pci.lower_irq(pciId);
@@ -253,7 +256,12 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
       if (MAGIC.length + 12 + tLen + dLen !== bytes.length) bad();
       const t = bytes.subarray(MAGIC.length + 8, MAGIC.length + 8 + tLen);
       const d = bytes.subarray(MAGIC.length + 12 + tLen);
-      transport.restoreState(t);
+      force = true;
+      try {
+        transport.restoreState(t);
+      } finally {
+        force = false;
+      }
       device.restoreState(d);
     },
   };
