@@ -18,7 +18,7 @@ import {
   VIRTIO_PCI_NOTIFY_CAP_SIZE,
   VIRTIO_PCI_VENDOR_ID,
 } from "../spec/constants.js";
-import { TransportCore, type TransportCoreState, u32 } from "./core.js";
+import { TransportCore, u32 } from "./core.js";
 import type { VirtioDevice, VirtioDeviceSource } from "./device.js";
 import { decodeSnapshot, encodeSnapshot, fromHex, toHex } from "./snapshot.js";
 
@@ -852,5 +852,3 @@ export class VirtioPciTransport {
     this.reportBars();
   }
 }
-
-export type { TransportCoreState };

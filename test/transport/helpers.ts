@@ -27,7 +27,7 @@ export function soundFactory(
 
 /** A device that records what the transport asks of it. */
 export class FakeDevice {
-  readonly deviceId = 25;
+  deviceId: number = 25;
   deviceFeatures = (1n << 32n) | (1n << 34n) | (1n << 29n);
   readonly configSize = 16;
   readonly config = Uint8Array.from({ length: 16 }, (_, i) => 0x10 + i);

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import type { VirtioSndError } from "../../src/errors.js";
 import { VirtioMmioTransport, type VirtioMmioTransportOptions } from "../../src/transport/mmio.js";
-import { fake, soundFactory } from "./helpers.js";
+import { FakeDevice, fake, soundFactory } from "./helpers.js";
 
 const MAGIC = 0x000;
 const VERSION = 0x004;
@@ -265,5 +265,50 @@ describe("virtio-mmio registers (§4.2.2)", () => {
     b.mmio.reset();
     expect(b.rd(STATUS)).toBe(0);
     expect(b.mmio.irqLevel).toBe(false);
+  });
+});
+
+describe("a device made by the embedder rather than by the factory", () => {
+  it("is wired through the transport's interrupt and deviceNeedsReset methods", () => {
+    const device = new FakeDevice();
+    const irqs: boolean[] = [];
+    const mmio = new VirtioMmioTransport({ device, irq: (l) => irqs.push(l) });
+    mmio.write(STATUS, 4, ACK | DRIVER);
+    mmio.write(DRIVER_FEATURES_SEL, 4, 1);
+    mmio.write(DRIVER_FEATURES, 4, 1);
+    mmio.write(STATUS, 4, ACK | DRIVER | FEATURES_OK);
+    mmio.write(QUEUE_SEL, 4, 0);
+    mmio.write(QUEUE_READY, 4, 1);
+    mmio.write(STATUS, 4, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    mmio.interrupt(0);
+    mmio.interrupt(1); // not ready: nothing
+    expect(mmio.read(INTERRUPT_STATUS, 4)).toBe(1);
+    mmio.deviceNeedsReset(new Error("x"));
+    expect(mmio.read(INTERRUPT_STATUS, 4)).toBe(3);
+    expect(irqs).toEqual([true]);
+  });
+
+  it("refuses what is not a device, or a device whose queue count is unknown", () => {
+    const code = (f: () => unknown) => {
+      try {
+        f();
+        return "ok";
+      } catch (e) {
+        return (e as VirtioSndError).code;
+      }
+    };
+    expect(code(() => new VirtioMmioTransport({ device: {} as never }))).toBe("ERR_INVALID_CONFIG");
+    const other = Object.assign(new FakeDevice(), { deviceId: 1 });
+    expect(code(() => new VirtioMmioTransport({ device: other }))).toBe("ERR_INVALID_CONFIG");
+    expect(code(() => new VirtioMmioTransport({ device: other, numQueues: 3 }))).toBe("ok");
+    expect(code(() => new VirtioMmioTransport({ device: new FakeDevice(), numQueues: 0 }))).toBe(
+      "ERR_INVALID_CONFIG",
+    );
+    expect(code(() => new VirtioMmioTransport({ device: new FakeDevice(), queueSizeMax: 100 }))).toBe(
+      "ERR_INVALID_CONFIG",
+    );
+    expect(code(() => new VirtioMmioTransport({ device: new FakeDevice(), vendorId: -1 }))).toBe(
+      "ERR_INVALID_CONFIG",
+    );
   });
 });

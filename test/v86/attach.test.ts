@@ -317,6 +317,65 @@ describe("virtio-snd/v86", () => {
     }
   });
 
+  it("saves the transport and the device together once the device can snapshot itself", async () => {
+    const { v, snd } = await setup();
+    // Stand-in for VirtioSound's own snapshot, which is not in this version.
+    let restored: number[] = [];
+    Object.assign(snd.device, {
+      saveState: () => Uint8Array.of(7, 8, 9),
+      restoreState: (b: Uint8Array) => (restored = Array.from(b)),
+    });
+    const port = configAccess(v.cpu.io, snd.pciId).read(0x10, 4) & ~3;
+    v.cpu.io.port_write8(port + 0x14, 3);
+    const bytes = snd.saveState();
+    v.cpu.io.port_write8(port + 0x14, 0);
+    snd.restoreState(bytes);
+    expect(restored).toEqual([7, 8, 9]);
+    expect(snd.transport.core.status).toBe(3);
+    const code = (b: Uint8Array) => {
+      try {
+        snd.restoreState(b);
+        return "ok";
+      } catch (e) {
+        return (e as VirtioSndError).code;
+      }
+    };
+    expect(code(bytes.subarray(0, bytes.length - 1))).toBe("ERR_INVALID_STATE");
+    expect(code(Uint8Array.from(bytes, (b, i) => (i === 0 ? 0 : b)))).toBe("ERR_INVALID_STATE");
+    const wrongVersion = bytes.slice();
+    wrongVersion[8] = 2;
+    expect(code(wrongVersion)).toBe("ERR_INVALID_STATE");
+    const hugeLength = bytes.slice();
+    new DataView(hugeLength.buffer).setUint32(12, 0xffff_ff00, true);
+    expect(code(hugeLength)).toBe("ERR_INVALID_STATE");
+    expect(code(new Uint8Array(4))).toBe("ERR_INVALID_STATE");
+  });
+
+  it("takes the PCI slot and I/O ports it is given, refuses ones it cannot use", async () => {
+    const v = await loadedV86();
+    running.push(v);
+    const clock = new VirtualClock();
+    const opts = { backend: new MemoryBackend({ clock }), clock };
+    const snd = attachToV86(v.emulator as never, { ...opts, pciSlot: 20, ioPort: 0x9100, name: "sound" });
+    expect(snd.pciId).toBe(20 << 3);
+    expect(v.cpu.devices.pci.devices[20 << 3]?.name).toBe("sound");
+    expect(configAccess(v.cpu.io, 20 << 3).read(0x10, 4)).toBe(0x9101);
+    const code = (o: object) => {
+      try {
+        attachToV86(v.emulator as never, { ...opts, ...o });
+        return "ok";
+      } catch (e) {
+        return (e as VirtioSndError).code;
+      }
+    };
+    expect(code({ pciSlot: 0 })).toBe("ERR_INVALID_CONFIG");
+    expect(code({ pciSlot: 32 })).toBe("ERR_INVALID_CONFIG");
+    expect(code({ pciSlot: 1 })).toBe("ERR_INVALID_CONFIG"); // the ISA bridge
+    expect(code({ ioPort: 0x9100 })).toBe("ERR_INVALID_CONFIG"); // taken by the first card
+    expect(code({ ioPort: 0x300 })).toBe("ERR_INVALID_CONFIG"); // v86 moves only ports from 0x1000
+    expect(code({ ioPort: 0x9140 })).toBe("ERR_INVALID_CONFIG"); // not aligned to the BAR's size
+  });
+
   it("refuses an emulator that has not loaded", () => {
     const clock = new VirtualClock();
     expect(() => attachToV86({} as never, { backend: new MemoryBackend({ clock }), clock })).toThrow(
