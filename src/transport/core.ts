@@ -231,6 +231,11 @@ export class TransportCore {
 
   /** DRIVER_OK was just set: what the driver did before it now reaches the device. */
   private started(): void {
+    // The device broke during setup: the configuration interrupt it could not send yet (§2.1.2).
+    if ((this.status & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0) {
+      this.options.signalConfig();
+      return;
+    }
     for (let i = 0; i < this.numQueues; i++) {
       if (this.pendingInterrupt[i]) {
         this.pendingInterrupt[i] = false;

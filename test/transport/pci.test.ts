@@ -718,5 +718,8 @@ describe("with the real sound device", () => {
     h.enable(0, 16, 0xffff_f000); // outside 1 MiB of RAM
     expect(h.rd(STATUS, 1) & NEEDS_RESET).toBe(NEEDS_RESET);
     expect(h.irqs).toEqual([]); // before DRIVER_OK: no interrupt
+    h.wr(STATUS, 1, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    expect(h.irqs).toEqual([true]); // now the driver hears of it
+    expect(h.isr()).toBe(2);
   });
 });
