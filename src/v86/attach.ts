@@ -92,6 +92,11 @@ export function whenV86Loaded(emulator: V86Emulator): Promise<void> {
   } catch {
     // Not loaded yet: wait for it.
   }
+  if (typeof emulator?.add_listener !== "function") {
+    return Promise.reject(
+      new VirtioSndError("ERR_INVALID_STATE", "not a v86 emulator: it has no add_listener"),
+    );
+  }
   return new Promise((resolve) => {
     const listener = (): void => {
       emulator.remove_listener?.("emulator-loaded", listener);

@@ -29,7 +29,7 @@ import {
   encodePcmSetParams,
   encodeQueryInfo,
 } from "../../src/spec/structs.js";
-import { type V86Sound, attachToV86 } from "../../src/v86/attach.js";
+import { type V86Sound, attachToV86, whenV86Loaded } from "../../src/v86/attach.js";
 import * as entry from "../../src/v86/index.js";
 import {
   type Emulator,
@@ -54,7 +54,7 @@ async function setup(
   running.push(v);
   const clock = new VirtualClock();
   const backend = new MemoryBackend({ clock, log: true });
-  const snd = attachToV86(v.emulator as never, { backend, clock });
+  const snd = attachToV86(v.emulator, { backend, clock });
   return { v, snd, clock, backend };
 }
 
@@ -90,7 +90,7 @@ describe("virtio-snd/v86", () => {
     // Another slot is refused when taken; v86's own devices are still there.
     const clock = new VirtualClock();
     expect(() =>
-      attachToV86(v.emulator as never, {
+      attachToV86(v.emulator, {
         backend: new MemoryBackend({ clock }),
         clock,
         pciSlot: snd.pciId >> 3,
@@ -281,7 +281,7 @@ describe("virtio-snd/v86", () => {
     expect(Object.prototype.hasOwnProperty.call(cpu, "reboot_internal")).toBe(false);
     snd.detach(); // twice is harmless
     // The slot is free again.
-    const again = attachToV86(v.emulator as never, {
+    const again = attachToV86(v.emulator, {
       backend: new MemoryBackend({ clock: new VirtualClock() }),
       clock: new VirtualClock(),
     });
@@ -356,13 +356,13 @@ describe("virtio-snd/v86", () => {
     running.push(v);
     const clock = new VirtualClock();
     const opts = { backend: new MemoryBackend({ clock }), clock };
-    const snd = attachToV86(v.emulator as never, { ...opts, pciSlot: 20, ioPort: 0x9100, name: "sound" });
+    const snd = attachToV86(v.emulator, { ...opts, pciSlot: 20, ioPort: 0x9100, name: "sound" });
     expect(snd.pciId).toBe(20 << 3);
     expect(v.cpu.devices.pci.devices[20 << 3]?.name).toBe("sound");
     expect(configAccess(v.cpu.io, 20 << 3).read(0x10, 4)).toBe(0x9101);
     const code = (o: object) => {
       try {
-        attachToV86(v.emulator as never, { ...opts, ...o });
+        attachToV86(v.emulator, { ...opts, ...o });
         return "ok";
       } catch (e) {
         return (e as VirtioSndError).code;
@@ -374,6 +374,10 @@ describe("virtio-snd/v86", () => {
     expect(code({ ioPort: 0x9100 })).toBe("ERR_INVALID_CONFIG"); // taken by the first card
     expect(code({ ioPort: 0x300 })).toBe("ERR_INVALID_CONFIG"); // v86 moves only ports from 0x1000
     expect(code({ ioPort: 0x9140 })).toBe("ERR_INVALID_CONFIG"); // not aligned to the BAR's size
+  });
+
+  it("waits for nothing but a v86 emulator", async () => {
+    await expect(whenV86Loaded({})).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
   });
 
   it("refuses an emulator that has not loaded", () => {

@@ -39,7 +39,7 @@ export async function loadedV86(bios?: string): Promise<Emulator> {
     disable_speaker: true,
     ...(bios !== undefined ? { bios: { buffer: new Uint8Array(readFileSync(bios)).buffer } } : {}),
   });
-  await whenV86Loaded(emulator as unknown as V86Emulator);
+  await whenV86Loaded(emulator);
   const cpu = (emulator as unknown as V86Emulator).v86!.cpu! as Emulator["cpu"];
   return { emulator, cpu, destroy: () => emulator.destroy() };
 }
