@@ -3,7 +3,12 @@ import type { Clock } from "../audio/clock.js";
 import type { SoundConfig } from "../device/config.js";
 import { VirtioSound, type VirtioSoundOptions } from "../device/virtio-sound.js";
 import { VirtioSndError } from "../errors.js";
-import { PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_SPACE_IO, VirtioPciTransport } from "../transport/pci.js";
+import {
+  PCI_BASE_ADDRESS_0,
+  PCI_BASE_ADDRESS_SPACE_IO,
+  PCI_INTERRUPT_LINE,
+  VirtioPciTransport,
+} from "../transport/pci.js";
 import { V86GuestMemory } from "./memory.js";
 import type { V86Cpu, V86Emulator, V86IoPortEntry, V86PciDevice } from "./types.js";
 
@@ -12,7 +17,7 @@ export interface AttachToV86Options {
   readonly clock: Clock;
   /** Streams, jacks and channel maps; DEFAULT_CONFIG when absent. */
   readonly config?: SoundConfig;
-  /** PCI device number (0..31); default the first free one from 13. */
+  /** PCI device number (1..31); default a free one from 13 whose interrupt no other device shares. */
   readonly pciSlot?: number;
   /** Offer VIRTIO_F_RING_PACKED (default true). */
   readonly packed?: boolean;
@@ -126,7 +131,7 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
   const io = cpu.io;
   const memory = new V86GuestMemory(cpu);
 
-  const pciId = choosePciId(pci.devices, options.pciSlot);
+  const pciId = choosePciId(pci, options.pciSlot);
   let attached = false;
   let line = false;
   /** After a restore the level is passed on even if it looks unchanged: v86's own state was replaced. */
@@ -272,8 +277,15 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
   };
 }
 
-/** v86's id for device number `slot` (function 0), checking it is free; or the first free from 13. */
-function choosePciId(devices: readonly unknown[], slot: number | undefined): number {
+/**
+ * v86's id for device number `slot` (function 0), checking it is free; or a free
+ * slot from 13 whose interrupt is not shared. v86's PIC keeps one level per IRQ
+ * line, so two devices on one line lose each other's interrupts; INTA# of slot s
+ * reaches PIRQ (s - 1) mod 4, and SeaBIOS maps PIRQ A and B to one IRQ and C and
+ * D to another. The slot chosen avoids the PIRQs, then the pairs, in use.
+ */
+function choosePciId(pci: V86Cpu["devices"]["pci"], slot: number | undefined): number {
+  const devices = pci.devices;
   if (slot !== undefined) {
     if (!Number.isInteger(slot) || slot < 1 || slot > 31) {
       throw new VirtioSndError("ERR_INVALID_CONFIG", `pciSlot ${slot} is not a PCI device number 1..31`);
@@ -283,13 +295,25 @@ function choosePciId(devices: readonly unknown[], slot: number | undefined): num
     }
     return slot << 3;
   }
-  for (const s of [
+  const pirqOf = (s: number, pin: number): number => (pin - 1 + s - 1) & 3;
+  const usedPirqs = new Set<number>();
+  devices.forEach((d, id) => {
+    const pin = ((pci.device_spaces[id]?.[PCI_INTERRUPT_LINE >> 2] ?? 0) >> 8) & 0xff;
+    if (d !== undefined && pin >= 1 && pin <= 4) usedPirqs.add(pirqOf(id >> 3, pin));
+  });
+  const score = (s: number): number => {
+    const pirq = pirqOf(s, 1);
+    return (usedPirqs.has(pirq) ? 2 : 0) + (usedPirqs.has(pirq ^ 1) ? 1 : 0);
+  };
+  const order = [
     ...Array.from({ length: 19 }, (_, i) => 13 + i),
     ...Array.from({ length: 11 }, (_, i) => 2 + i),
-  ]) {
-    if (devices[s << 3] === undefined) return s << 3;
-  }
-  throw new VirtioSndError("ERR_INVALID_CONFIG", "no free PCI slot on v86's bus");
+  ];
+  const free = order.filter((s) => devices[s << 3] === undefined);
+  if (free.length === 0) throw new VirtioSndError("ERR_INVALID_CONFIG", "no free PCI slot on v86's bus");
+  let best = free[0]!;
+  for (const s of free) if (score(s) < score(best)) best = s;
+  return best << 3;
 }
 
 /** `size` free ports at `wanted`, or the first free block of them from 0x8000 (aligned to the size). */

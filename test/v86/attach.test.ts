@@ -97,6 +97,17 @@ describe("virtio-snd/v86", () => {
       }),
     ).toThrow(expect.objectContaining({ code: "ERR_INVALID_CONFIG" }) as Error);
     expect(pci.devices[0]).toBeDefined();
+    // Its INTA# reaches a PIRQ no other device's pin does: v86's PIC cannot share a line.
+    const pirq = (id: number) => (((pci.device_spaces[id]![15]! >> 8) & 0xff) - 1 + (id >> 3) - 1) & 3;
+    const others = pci.devices
+      .map((d, id) =>
+        d !== undefined && id !== snd.pciId && ((pci.device_spaces[id]![15]! >> 8) & 0xff) !== 0
+          ? pirq(id)
+          : -1,
+      )
+      .filter((p) => p >= 0);
+    expect(others.length).toBeGreaterThan(0);
+    expect(others).not.toContain(pirq(snd.pciId));
   });
 
   it("routes BAR accesses to the transport, and follows the BAR when the firmware moves it", async () => {
@@ -412,6 +423,16 @@ describe.skipIf(bios === null)("virtio-snd/v86 with SeaBIOS (Debian's seabios bi
     expect(line).toBeGreaterThan(0);
     expect(line).toBeLessThan(16);
     expect(io.port_read16(port + 0x12)).toBe(4);
+    // No other device with an interrupt pin got the same line.
+    const lines = pci.devices
+      .map((d, id) =>
+        d !== undefined && id !== snd.pciId && ((pci.device_spaces[id]![15]! >> 8) & 0xff) !== 0
+          ? pci.device_spaces[id]![15]! & 0xff
+          : -1,
+      )
+      .filter((l) => l > 0);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines).not.toContain(line);
 
     // Probe through the ports SeaBIOS chose; an interrupt arrives on the line SeaBIOS announced.
     const irqs = spyIrqs(v.cpu);
