@@ -3,7 +3,18 @@
 import { readFileSync } from "node:fs";
 import { relative, sep } from "node:path";
 
-const CORE = ["spec", "memory", "virtqueue", "audio", "stream", "device", "driver", "trace"];
+const CORE = [
+  "spec",
+  "memory",
+  "virtqueue",
+  "audio",
+  "stream",
+  "device",
+  "driver",
+  "trace",
+  "transport",
+  "v86",
+];
 const summary = JSON.parse(readFileSync("coverage/coverage-summary.json", "utf8"));
 const totals = { lines: [0, 0], statements: [0, 0], branches: [0, 0], functions: [0, 0] };
 const perFolder = new Map();

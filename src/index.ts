@@ -63,6 +63,27 @@ export {
   type StreamConfig,
 } from "./device/config.js";
 export { VirtioSound, type VirtioSoundOptions } from "./device/virtio-sound.js";
+export type { VirtioDevice, VirtioDeviceHooks, VirtioDeviceSource } from "./transport/device.js";
+export {
+  DEFAULT_QUEUE_SIZE_MAX,
+  FEATURE_WINDOWS,
+  TransportCore,
+  type QueueRegisters,
+  type TransportCoreOptions,
+  type TransportCoreState,
+} from "./transport/core.js";
+export {
+  PCI_CONFIG_SPACE_SIZE,
+  VirtioPciTransport,
+  type PciBarInfo,
+  type PciBarKind,
+  type VirtioPciTransportOptions,
+} from "./transport/pci.js";
+export {
+  VIRTIO_MMIO_CONFIG_OFFSET,
+  VirtioMmioTransport,
+  type VirtioMmioTransportOptions,
+} from "./transport/mmio.js";
 export {
   ALSA_TLV_DB_SCALE,
   ALSA_TLV_DB_SCALE_MUTE,
@@ -107,6 +128,7 @@ export {
 } from "./audio/sources.js";
 export {
   SimulatedGuest,
+  type GuestTransportKind,
   type Completion,
   type ControlLogEntry,
   type ControlReply,
@@ -116,6 +138,14 @@ export { play, record, periodBytesFor, type SessionParams } from "./driver/pcm-s
 export { SplitDriverQueue } from "./driver/split-driver.js";
 export { PackedDriverQueue } from "./driver/packed-driver.js";
 export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";
+export {
+  MmioGuestDriver,
+  PciGuestDriver,
+  transportBus,
+  type DeviceLink,
+  type LinkHandlers,
+  type PciBus,
+} from "./driver/transport-driver.js";
 export {
   TRACE_FORMAT,
   TRACE_VERSION,

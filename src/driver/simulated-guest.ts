@@ -11,6 +11,11 @@ import { VirtioSound, type VirtioSoundOptions } from "../device/virtio-sound.js"
 import { FlatMemory } from "../memory/flat-memory.js";
 import {
   PCM_RATE_HZ,
+  VIRTIO_CONFIG_S_ACKNOWLEDGE,
+  VIRTIO_CONFIG_S_DRIVER,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
@@ -45,10 +50,15 @@ import {
   encodeQueryInfo,
 } from "../spec/structs.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
+import type { VirtioDeviceHooks } from "../transport/device.js";
+import type { QueueLayout } from "../virtqueue/virtqueue.js";
+import { VirtioMmioTransport } from "../transport/mmio.js";
+import { VirtioPciTransport } from "../transport/pci.js";
 import { BumpAllocator } from "./allocator.js";
 import type { Buf, DriverQueue } from "./driver-queue.js";
 import { PackedDriverQueue } from "./packed-driver.js";
 import { SplitDriverQueue } from "./split-driver.js";
+import { type DeviceLink, MmioGuestDriver, PciGuestDriver, transportBus } from "./transport-driver.js";
 
 /** The spec's name of a request or status code (src/spec/names.ts; re-exported for those who import it from here). */
 export { controlName } from "../spec/names.js";
@@ -74,6 +84,46 @@ export interface GuestOptions {
   recorder?: VirtioSoundOptions["recorder"];
   /** Passed to the device (VirtioSoundOptions.limits). */
   limits?: VirtioSoundOptions["limits"];
+  /**
+   * Reach the device through a transport's registers instead of its API:
+   * virtio-pci with INTx and the structures in a memory BAR ("pci") or an I/O
+   * BAR ("pci-io"), virtio-pci with MSI-X ("pci-msix"), or virtio-mmio ("mmio").
+   */
+  transport?: GuestTransportKind;
+}
+
+export type GuestTransportKind = "pci" | "pci-io" | "pci-msix" | "mmio";
+
+/** The device API itself as the guest's link: what the tests did before transports existed. */
+class DirectLink implements DeviceLink {
+  private bits = 0;
+
+  /** The device may be replaced (SimulatedGuest.snapshotAndRestore): always ask for the current one. */
+  constructor(private readonly current: () => VirtioSound) {}
+
+  negotiate(features: bigint): boolean {
+    const ok = this.current().setDriverFeatures(features);
+    this.bits = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | (ok ? VIRTIO_CONFIG_S_FEATURES_OK : 0);
+    return ok;
+  }
+  queueSizeMax(): number {
+    return 32768;
+  }
+  setupQueue(index: number, layout: QueueLayout): void {
+    this.current().setupQueue(index, layout);
+  }
+  driverOk(): void {
+    this.bits |= VIRTIO_CONFIG_S_DRIVER_OK;
+  }
+  notify(index: number): void {
+    this.current().notify(index);
+  }
+  readConfig(offset: number, length: number): Uint8Array {
+    return this.current().readConfig(offset, length);
+  }
+  status(): number {
+    return this.bits | (this.current().needsReset ? VIRTIO_CONFIG_S_NEEDS_RESET : 0);
+  }
 }
 
 /** One control request as the guest saw it. */
@@ -143,6 +193,12 @@ export class SimulatedGuest {
   onStreamEvent: ((event: StreamEvent) => void) | undefined;
   readonly events: { code: number; data: number; time: number }[] = [];
   needsReset: Error | null = null;
+  /** How the guest reaches the device: the device API, or a transport's registers. */
+  readonly link: DeviceLink;
+  /** The transport, when the guest goes through one. */
+  readonly transport: VirtioPciTransport | VirtioMmioTransport | null;
+  /** Configuration change notifications the guest received (through a transport). */
+  configInterrupts = 0;
   /** Outstanding I/O messages by token: [tx, rx]. */
   private readonly pendingIo = [new Map<number, PendingIo>(), new Map<number, PendingIo>()];
   private eventBufs = new Map<number, number>();
@@ -157,7 +213,56 @@ export class SimulatedGuest {
     const bump = new BumpAllocator(GUEST_BASE, GUEST_BASE + size);
     this.alloc = bump.alloc;
     this.currentBackend = new MemoryBackend({ clock: this.clock, ...options.backend });
-    this.currentDevice = this.makeDevice(this.currentBackend);
+    const kind = options.transport;
+    if (kind === undefined) {
+      this.currentDevice = this.makeDevice(this.currentBackend, {
+        interrupt: (i) => this.onInterrupt(i),
+        onNeedsReset: (e) => {
+          this.needsReset = e;
+        },
+      });
+      this.transport = null;
+      this.link = new DirectLink(() => this.currentDevice);
+      return;
+    }
+    const make = (hooks: VirtioDeviceHooks): VirtioSound =>
+      this.makeDevice(this.currentBackend, {
+        interrupt: hooks.interrupt,
+        onNeedsReset: (e) => {
+          // The guest learns of it from the status register; the error is kept for the tests' messages.
+          this.needsReset = e;
+          hooks.onNeedsReset(e);
+        },
+      });
+    const handlers = {
+      queue: (index: number | null) => (index === null ? this.onSharedInterrupt() : this.onInterrupt(index)),
+      config: () => {
+        this.configInterrupts++;
+      },
+    };
+    let irq: (level: boolean) => void = () => undefined;
+    if (kind === "mmio") {
+      const mmio = new VirtioMmioTransport({ device: make, irq: (level) => irq(level) });
+      const driver = new MmioGuestDriver(mmio, handlers);
+      irq = (level) => driver.onIrq(level);
+      this.transport = mmio;
+      this.link = driver;
+    } else {
+      let msi: (address: number, data: number) => void = () => undefined;
+      const pci = new VirtioPciTransport({
+        device: make,
+        irq: (level) => irq(level),
+        msi: (address, data) => msi(address, data),
+        bar: { index: kind === "pci-io" ? 2 : 4, kind: kind === "pci-io" ? "io" : "mem32" },
+        ...(kind === "pci-msix" ? { msixVectors: 5, msixBar: 1 } : {}),
+      });
+      const driver = new PciGuestDriver(transportBus(pci), handlers, { msix: kind === "pci-msix" });
+      irq = (level) => driver.onIrq(level);
+      msi = (address, data) => driver.onMsi(address, data);
+      this.transport = pci;
+      this.link = driver;
+    }
+    this.currentDevice = this.transport.device as VirtioSound;
   }
 
   /** The device the guest talks to (a new one after snapshotAndRestore()). */
@@ -175,30 +280,37 @@ export class SimulatedGuest {
    * device (a reset, which writes nothing to guest memory and closes its
    * voices), and restores the state into a new device with a new memory
    * backend over the same guest memory. Returns the bytes and the retired
-   * backend (what was played before the cut).
+   * backend (what was played before the cut). Only for a guest that calls the
+   * device API directly (no `transport`).
    */
   snapshotAndRestore(): { state: Uint8Array; before: MemoryBackend } {
+    if (this.transport !== null) throw new Error("snapshotAndRestore() needs a guest without a transport");
     const state = this.currentDevice.saveState();
     const before = this.currentBackend;
     this.currentDevice.reset();
     this.currentBackend = new MemoryBackend({ clock: this.clock, ...this.options.backend });
-    this.currentDevice = this.makeDevice(this.currentBackend);
+    this.currentDevice = this.makeDevice(this.currentBackend, {
+      interrupt: (i) => this.onInterrupt(i),
+      onNeedsReset: (e) => {
+        this.needsReset = e;
+      },
+    });
     this.currentDevice.restoreState(state);
     return { state, before };
   }
 
-  private makeDevice(backend: MemoryBackend): VirtioSound {
+  private makeDevice(
+    backend: MemoryBackend,
+    hooks: Pick<VirtioSoundOptions, "interrupt" | "onNeedsReset">,
+  ): VirtioSound {
     const options = this.options;
     return new VirtioSound({
       memory: this.memory,
       backend: options.audioBackend?.(this.clock) ?? backend,
       clock: this.clock,
       ...(options.config !== undefined ? { config: options.config } : {}),
-      interrupt: (i) => this.onInterrupt(i),
-      onNeedsReset: (e) => {
-        this.needsReset = e;
-      },
-      onStreamEvent: (e) => {
+      ...hooks,
+      onStreamEvent: (e: StreamEvent) => {
         this.streamEvents.push(e);
         this.onStreamEvent?.(e);
       },
@@ -217,9 +329,10 @@ export class SimulatedGuest {
     if (o.indirect ?? false) features |= bit(VIRTIO_F_INDIRECT_DESC);
     if (o.packed ?? false) features |= bit(VIRTIO_F_RING_PACKED);
     if (o.ctls ?? false) features |= bit(VIRTIO_SND_F_CTLS);
-    if (!this.device.setDriverFeatures(features)) throw new Error("features refused");
-    const size = o.queueSize ?? 64;
+    if (!this.link.negotiate(features)) throw new Error("features refused");
     for (let i = 0; i < 4; i++) {
+      // Linux's vring_create_virtqueue takes the device's maximum when it is smaller.
+      const size = Math.min(o.queueSize ?? 64, this.link.queueSizeMax(i));
       const opts = {
         mem: this.memory,
         alloc: this.alloc,
@@ -229,14 +342,15 @@ export class SimulatedGuest {
       };
       const q = o.packed ? new PackedDriverQueue(opts) : new SplitDriverQueue(opts);
       this.queues.push(q);
-      this.device.setupQueue(i, q.layout);
+      this.link.setupQueue(i, q.layout);
     }
+    this.link.driverOk();
     this.ctlReq = this.alloc(SimulatedGuest.CTL_AREA, 16);
     this.ctlResp = this.alloc(SimulatedGuest.CTL_AREA, 16);
   }
 
   config(): { jacks: number; streams: number; chmaps: number; controls: number } {
-    const bytes = this.device.readConfig(0, 16);
+    const bytes = this.link.readConfig(0, 16);
     return decodeSndConfig(new DataView(bytes.buffer), 0);
   }
 
@@ -251,7 +365,7 @@ export class SimulatedGuest {
     const token = q.add(out, inn, this.options.indirect ? { indirect: true } : undefined);
     // Bookkeeping first: the device may complete the chain during the kick.
     beforeKick?.(token);
-    if (q.kickNeeded()) this.device.notify(queue);
+    if (q.kickNeeded()) this.link.notify(queue);
     return token;
   }
 
@@ -395,7 +509,7 @@ export class SimulatedGuest {
       rx,
       ...(onDone ? { onDone } : {}),
     });
-    if (q.kickNeeded()) this.device.notify(queue);
+    if (q.kickNeeded()) this.link.notify(queue);
     return token;
   }
 
@@ -441,11 +555,26 @@ export class SimulatedGuest {
     else if (index === VIRTIO_SND_VQ_EVENT) this.reapEvents();
   }
 
-  private reapIo(index: number): void {
+  /**
+   * An interrupt that does not say which queue (INTx, virtio-mmio): every
+   * queue's callback looks for used buffers, as vp_vring_interrupt does, and
+   * counts as interrupted when it found some. The control queue is left to
+   * control(), which waits for its answer.
+   */
+  private onSharedInterrupt(): void {
+    for (const index of [VIRTIO_SND_VQ_TX, VIRTIO_SND_VQ_RX]) {
+      if (this.reapIo(index) > 0) this.interrupts[index]!++;
+    }
+    if (this.reapEvents() > 0) this.interrupts[VIRTIO_SND_VQ_EVENT]!++;
+  }
+
+  private reapIo(index: number): number {
     const q = this.queues[index];
-    if (q === undefined) return;
+    if (q === undefined) return 0;
     const map = this.pendingIo[index === VIRTIO_SND_VQ_RX ? 1 : 0]!;
+    let reaped = 0;
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
+      reaped++;
       const io = map.get(u.token);
       if (io === undefined) throw new Error(`device returned unknown token ${u.token}`);
       map.delete(u.token);
@@ -467,12 +596,15 @@ export class SimulatedGuest {
       }
       io.onDone?.(c);
     }
+    return reaped;
   }
 
-  private reapEvents(): void {
+  private reapEvents(): number {
     const q = this.queues[VIRTIO_SND_VQ_EVENT];
-    if (q === undefined) return;
+    if (q === undefined) return 0;
+    let reaped = 0;
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
+      reaped++;
       const addr = this.eventBufs.get(u.token);
       if (addr === undefined) throw new Error("unknown event buffer");
       this.eventBufs.delete(u.token);
@@ -484,6 +616,7 @@ export class SimulatedGuest {
       // Requeue, as virtsnd_event_notify_cb does.
       this.queueEventBuffer(addr);
     }
+    return reaped;
   }
 
   /** I/O messages not yet completed for the given direction. */

@@ -232,3 +232,115 @@ export const VIRTIO_SND_CTL_EVT_MASK_TLV = 2;
 
 /** Largest `count` per control type (§5.14.6.10.1.1 device requirements). */
 export const VIRTIO_SND_CTL_MAX_COUNT: readonly number[] = [128, 128, 64, 128, 512, 1];
+
+// ---- transports (§4.1 virtio over PCI bus, §4.2 virtio over MMIO) ----------------
+
+/** §4.1.2 PCI vendor ID of every virtio device; the spec gives the number without a name. */
+export const VIRTIO_PCI_VENDOR_ID = 0x1af4;
+/** §4.1.2 a non-transitional device's PCI Device ID is 0x1040 plus its virtio device ID. */
+export const VIRTIO_PCI_MODERN_DEVICE_ID_BASE = 0x1040;
+
+/** §4.1.4 virtio structure PCI capabilities: cfg_type values. */
+export const VIRTIO_PCI_CAP_COMMON_CFG = 1;
+export const VIRTIO_PCI_CAP_NOTIFY_CFG = 2;
+export const VIRTIO_PCI_CAP_ISR_CFG = 3;
+export const VIRTIO_PCI_CAP_DEVICE_CFG = 4;
+export const VIRTIO_PCI_CAP_PCI_CFG = 5;
+export const VIRTIO_PCI_CAP_SHARED_MEMORY_CFG = 8;
+export const VIRTIO_PCI_CAP_VENDOR_CFG = 9;
+
+/** §4.1.4 struct virtio_pci_cap: byte offsets of its fields (and of the two structures that extend it). */
+export const VIRTIO_PCI_CAP = {
+  cap_vndr: 0,
+  cap_next: 1,
+  cap_len: 2,
+  cfg_type: 3,
+  bar: 4,
+  id: 5,
+  offset: 8,
+  length: 12,
+  /** §4.1.4.4 struct virtio_pci_notify_cap. */
+  notify_off_multiplier: 16,
+  /** §4.1.4.9 struct virtio_pci_cfg_cap. */
+  pci_cfg_data: 16,
+} as const;
+/** §4.1.4 sizes of struct virtio_pci_cap, virtio_pci_notify_cap and virtio_pci_cfg_cap. */
+export const VIRTIO_PCI_CAP_SIZE = 16;
+export const VIRTIO_PCI_NOTIFY_CAP_SIZE = 20;
+export const VIRTIO_PCI_CFG_CAP_SIZE = 20;
+
+/** §4.1.4.3 struct virtio_pci_common_cfg: byte offsets of its fields. */
+export const VIRTIO_PCI_COMMON_CFG = {
+  device_feature_select: 0x00,
+  device_feature: 0x04,
+  driver_feature_select: 0x08,
+  driver_feature: 0x0c,
+  config_msix_vector: 0x10,
+  num_queues: 0x12,
+  device_status: 0x14,
+  config_generation: 0x15,
+  queue_select: 0x16,
+  queue_size: 0x18,
+  queue_msix_vector: 0x1a,
+  queue_enable: 0x1c,
+  queue_notify_off: 0x1e,
+  queue_desc: 0x20,
+  queue_driver: 0x28,
+  queue_device: 0x30,
+  queue_notif_config_data: 0x38,
+  queue_reset: 0x3a,
+  admin_queue_index: 0x3c,
+  admin_queue_num: 0x3e,
+} as const;
+/** §4.1.4.3 size of struct virtio_pci_common_cfg, through admin_queue_num. */
+export const VIRTIO_PCI_COMMON_CFG_SIZE = 0x40;
+
+/** §4.1.4.5 ISR status bits (the spec names them "Queue Interrupt" and "Device Configuration Interrupt"). */
+export const VIRTIO_PCI_ISR_QUEUE = 0x1;
+export const VIRTIO_PCI_ISR_CONFIG = 0x2;
+
+/** §4.1.5.1.2 the MSI-X vector value meaning "no interrupt". */
+export const VIRTIO_MSI_NO_VECTOR = 0xffff;
+
+/** §4.2.2 the MMIO MagicValue: "virt" in little-endian ASCII. */
+export const VIRTIO_MMIO_MAGIC_VALUE = 0x74726976;
+/** §4.2.2 the MMIO Version of non-legacy devices. */
+export const VIRTIO_MMIO_VERSION = 2;
+
+/** §4.2.2 MMIO device register layout: offsets, named as in the spec's table. */
+export const VIRTIO_MMIO = {
+  MagicValue: 0x000,
+  Version: 0x004,
+  DeviceID: 0x008,
+  VendorID: 0x00c,
+  DeviceFeatures: 0x010,
+  DeviceFeaturesSel: 0x014,
+  DriverFeatures: 0x020,
+  DriverFeaturesSel: 0x024,
+  QueueSel: 0x030,
+  QueueNumMax: 0x034,
+  QueueNum: 0x038,
+  QueueReady: 0x044,
+  QueueNotify: 0x050,
+  InterruptStatus: 0x060,
+  InterruptACK: 0x064,
+  Status: 0x070,
+  QueueDescLow: 0x080,
+  QueueDescHigh: 0x084,
+  QueueDriverLow: 0x090,
+  QueueDriverHigh: 0x094,
+  QueueDeviceLow: 0x0a0,
+  QueueDeviceHigh: 0x0a4,
+  SHMSel: 0x0ac,
+  SHMLenLow: 0x0b0,
+  SHMLenHigh: 0x0b4,
+  SHMBaseLow: 0x0b8,
+  SHMBaseHigh: 0x0bc,
+  QueueReset: 0x0c0,
+  ConfigGeneration: 0x0fc,
+  Config: 0x100,
+} as const;
+
+/** §4.2.2 InterruptStatus bits: "Used Buffer Notification" and "Configuration Change Notification". */
+export const VIRTIO_MMIO_INT_VRING = 0x1;
+export const VIRTIO_MMIO_INT_CONFIG = 0x2;

@@ -36,6 +36,11 @@ const CLASSES = [
   "SimulatedGuest",
   "SplitDriverQueue",
   "PackedDriverQueue",
+  "VirtioPciTransport",
+  "VirtioMmioTransport",
+  "TransportCore",
+  "PciGuestDriver",
+  "MmioGuestDriver",
   "VirtioSndError",
   "GuestMemoryError",
   "VirtqueueBrokenError",
@@ -110,6 +115,12 @@ const VALUES = [
   "VIRTIO_SND_CHMAP_FL",
   "VIRTIO_SND_CONFIG_SIZE",
   "VIRTIO_SND_PCM_INFO_SIZE",
+  "VIRTIO_PCI_VENDOR_ID",
+  "VIRTIO_PCI_COMMON_CFG",
+  "VIRTIO_MMIO",
+  "VIRTIO_MSI_NO_VECTOR",
+  "PCI_CONFIG_SPACE_SIZE",
+  "VIRTIO_MMIO_CONFIG_OFFSET",
 ] as const;
 
 const exported = api as Record<string, unknown>;
@@ -164,6 +175,8 @@ describe("the public entry point", () => {
       "WavWriter",
       "readWav",
       "parseWav",
+      "attachToV86",
+      "V86GuestMemory",
     ])
       expect(exported[name], name).toBeUndefined();
   });

@@ -9,7 +9,18 @@ import { describe, expect, it } from "vitest";
  * Node-only globals. Node-only code lives in the folders listed below.
  */
 const SRC = join(import.meta.dirname, "../../src");
-const CORE_DIRS = ["spec", "memory", "virtqueue", "audio", "stream", "device", "driver", "trace"];
+const CORE_DIRS = [
+  "spec",
+  "memory",
+  "virtqueue",
+  "audio",
+  "stream",
+  "device",
+  "driver",
+  "trace",
+  "transport",
+  "v86",
+];
 const NODE_DIRS = ["node", "vhost-user", "cli", "trace-node"];
 
 function files(dir: string): string[] {
