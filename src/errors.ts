@@ -18,9 +18,7 @@ export type ErrorCode =
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
   | "ERR_INVALID_TRACE"
   /** A saved device state is malformed or does not fit the device it is restored into. */
-  | "ERR_INVALID_SNAPSHOT"
-  /** The operation exists in the API but this device or build cannot do it (a snapshot of a device without one). */
-  | "ERR_NOT_SUPPORTED";
+  | "ERR_INVALID_SNAPSHOT";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

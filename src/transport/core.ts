@@ -436,12 +436,12 @@ export class TransportCore {
 
   /**
    * Puts the registers back as saved. The device is not told: its own snapshot
-   * carries its queues and streams. Throws ERR_INVALID_STATE for a state that
+   * carries its queues and streams. Throws ERR_INVALID_SNAPSHOT for a state that
    * does not fit this transport, and then changes nothing.
    */
   restoreState(state: unknown): void {
     if (!this.isState(state)) {
-      throw new VirtioSndError("ERR_INVALID_STATE", "transport snapshot does not fit this transport");
+      throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "transport snapshot does not fit this transport");
     }
     this.deviceFeatureSelect = state.deviceFeatureSelect;
     this.driverFeatureSelect = state.driverFeatureSelect;

@@ -248,7 +248,7 @@ export class VirtioMmioTransport {
     });
   }
 
-  /** Puts back saved registers and drives the interrupt line to their level; ERR_INVALID_STATE for bytes that do not fit. */
+  /** Puts back saved registers and drives the interrupt line to their level; ERR_INVALID_SNAPSHOT for bytes that do not fit. */
   restoreState(bytes: Uint8Array): void {
     const doc = decodeSnapshot(bytes, "virtio-mmio-transport");
     const status = doc["interruptStatus"];
@@ -263,7 +263,7 @@ export class VirtioMmioTransport {
       shm >= 0 &&
       shm <= 0xffff_ffff;
     if (!fits)
-      throw new VirtioSndError("ERR_INVALID_STATE", "virtio-mmio snapshot does not fit this transport");
+      throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "virtio-mmio snapshot does not fit this transport");
     this.core.restoreState(doc["core"]);
     this.interruptStatus = status;
     this.shmSel = shm;

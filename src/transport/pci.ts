@@ -812,7 +812,7 @@ export class VirtioPciTransport {
   /**
    * Puts back registers saved by saveState() of a transport made with the same
    * options, then drives INTA# to the level they imply. The device is not
-   * touched. Throws ERR_INVALID_STATE (changing nothing) for bytes that do not fit.
+   * touched. Throws ERR_INVALID_SNAPSHOT (changing nothing) for bytes that do not fit.
    */
   restoreState(bytes: Uint8Array): void {
     const doc = decodeSnapshot(bytes, "virtio-pci-transport");
@@ -838,7 +838,7 @@ export class VirtioPciTransport {
         (b, i) => (b & ~this.wmask[i]!) === (this.initialConfig[i]! & ~this.wmask[i]!) || i === PCI_STATUS,
       );
     if (!fits)
-      throw new VirtioSndError("ERR_INVALID_STATE", "virtio-pci snapshot does not fit this transport");
+      throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "virtio-pci snapshot does not fit this transport");
     this.core.restoreState(doc["core"]);
     this.config.set(config);
     this.msixTable.set(table);

@@ -10,20 +10,20 @@ export function encodeSnapshot(value: unknown): Uint8Array {
   const out = new Uint8Array(json.length);
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
-    if (c > 0x7e) throw new VirtioSndError("ERR_INVALID_STATE", "snapshot text is not ASCII");
+    if (c > 0x7e) throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "snapshot text is not ASCII");
     out[i] = c;
   }
   return out;
 }
 
-/** The document of encodeSnapshot; ERR_INVALID_STATE for bytes that are not one. */
+/** The document of encodeSnapshot; ERR_INVALID_SNAPSHOT for bytes that are not one. */
 export function decodeSnapshot(bytes: Uint8Array, format: string): Record<string, unknown> {
   let text = "";
   const CHUNK = 8192;
   for (let i = 0; i < bytes.length; i += CHUNK) {
     const part = bytes.subarray(i, i + CHUNK);
     for (const b of part) {
-      if (b > 0x7e) throw new VirtioSndError("ERR_INVALID_STATE", `${format} snapshot is not ASCII JSON`);
+      if (b > 0x7e) throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `${format} snapshot is not ASCII JSON`);
     }
     text += String.fromCharCode(...part);
   }
@@ -31,11 +31,11 @@ export function decodeSnapshot(bytes: Uint8Array, format: string): Record<string
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw new VirtioSndError("ERR_INVALID_STATE", `${format} snapshot is not JSON`, { cause: err });
+    throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `${format} snapshot is not JSON`, { cause: err });
   }
   const d = doc as { format?: unknown; version?: unknown } | null;
   if (d === null || typeof d !== "object" || d.format !== format || d.version !== 1) {
-    throw new VirtioSndError("ERR_INVALID_STATE", `not a version 1 ${format} snapshot`);
+    throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `not a version 1 ${format} snapshot`);
   }
   return d as Record<string, unknown>;
 }

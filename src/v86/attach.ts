@@ -50,22 +50,11 @@ export interface V86Sound {
   detach(): void;
   /**
    * The card's state: the transport's registers and the device's own snapshot.
-   * Save it beside v86's save_state() and restore it after v86's restore_state().
-   * Throws ERR_NOT_SUPPORTED while the device has no snapshot of its own.
+   * Save it beside v86's save_state() and restore it after v86's restore_state()
+   * (ERR_INVALID_SNAPSHOT for bytes that are not such a state).
    */
   saveState(): Uint8Array;
   restoreState(bytes: Uint8Array): void;
-}
-
-/** A device that can snapshot itself (VirtioSound gains saveState/restoreState). */
-interface SnapshotDevice {
-  saveState(): Uint8Array;
-  restoreState(bytes: Uint8Array): void;
-}
-
-function hasSnapshot(device: object): device is SnapshotDevice {
-  const d = device as Partial<SnapshotDevice>;
-  return typeof d.saveState === "function" && typeof d.restoreState === "function";
 }
 
 /** "VSND" then "V86\0": the container of saveState(). */
@@ -228,12 +217,6 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
       }
     },
     saveState(): Uint8Array {
-      if (!hasSnapshot(device)) {
-        throw new VirtioSndError(
-          "ERR_NOT_SUPPORTED",
-          "snapshot not available: this VirtioSound cannot save its state",
-        );
-      }
       const t = transport.saveState();
       const d = device.saveState();
       const out = new Uint8Array(MAGIC.length + 12 + t.length + d.length);
@@ -247,14 +230,8 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
       return out;
     },
     restoreState(bytes: Uint8Array): void {
-      if (!hasSnapshot(device)) {
-        throw new VirtioSndError(
-          "ERR_NOT_SUPPORTED",
-          "snapshot not available: this VirtioSound cannot restore a state",
-        );
-      }
       const bad = (): never => {
-        throw new VirtioSndError("ERR_INVALID_STATE", "not a virtio-snd v86 snapshot");
+        throw new VirtioSndError("ERR_INVALID_SNAPSHOT", "not a virtio-snd v86 snapshot");
       };
       if (!(bytes instanceof Uint8Array) || bytes.length < MAGIC.length + 12) bad();
       if (MAGIC.some((b, i) => bytes[i] !== b)) bad();

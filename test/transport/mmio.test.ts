@@ -258,10 +258,10 @@ describe("virtio-mmio registers (§4.2.2)", () => {
         return (e as VirtioSndError).code;
       }
     };
-    expect(code(new Uint8Array([0xff]))).toBe("ERR_INVALID_STATE");
+    expect(code(new Uint8Array([0xff]))).toBe("ERR_INVALID_SNAPSHOT");
     expect(code(harness({ queueSizeMax: 64 }).mmio.saveState())).toBe("ok");
     const wrongSize = harness({ queueSizeMax: 1024 });
-    expect(code(wrongSize.mmio.saveState())).toBe("ERR_INVALID_STATE");
+    expect(code(wrongSize.mmio.saveState())).toBe("ERR_INVALID_SNAPSHOT");
     b.mmio.reset();
     expect(b.rd(STATUS)).toBe(0);
     expect(b.mmio.irqLevel).toBe(false);

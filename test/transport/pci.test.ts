@@ -684,9 +684,9 @@ describe("snapshots and resets of the transport", () => {
         return (e as VirtioSndError).code;
       }
     };
-    expect(code(saved)).toBe("ERR_INVALID_STATE"); // MSI-X table of another size
-    expect(code(new Uint8Array([1, 2, 3]))).toBe("ERR_INVALID_STATE");
-    expect(code(new Uint8Array(0))).toBe("ERR_INVALID_STATE");
+    expect(code(saved)).toBe("ERR_INVALID_SNAPSHOT"); // MSI-X table of another size
+    expect(code(new Uint8Array([1, 2, 3]))).toBe("ERR_INVALID_SNAPSHOT");
+    expect(code(new Uint8Array(0))).toBe("ERR_INVALID_SNAPSHOT");
     const other = harness({ bar: { kind: "io" } }).pci.saveState();
     expect(code(other)).toBe("ERR_INVALID_STATE"); // a BAR of another kind
     expect(code(b.pci.saveState())).toBe("ok");
