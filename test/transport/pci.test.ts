@@ -688,7 +688,7 @@ describe("snapshots and resets of the transport", () => {
     expect(code(new Uint8Array([1, 2, 3]))).toBe("ERR_INVALID_SNAPSHOT");
     expect(code(new Uint8Array(0))).toBe("ERR_INVALID_SNAPSHOT");
     const other = harness({ bar: { kind: "io" } }).pci.saveState();
-    expect(code(other)).toBe("ERR_INVALID_STATE"); // a BAR of another kind
+    expect(code(other)).toBe("ERR_INVALID_SNAPSHOT"); // a BAR of another kind
     expect(code(b.pci.saveState())).toBe("ok");
   });
 
