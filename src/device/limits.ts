@@ -90,11 +90,22 @@ export function resolveLimits(
 }
 
 /**
+ * How many buffers one stream's pending messages may hold: its whole buffer
+ * queued one page a descriptor, plus a header, a status and a page-boundary
+ * descriptor for every ring slot. What Linux holds stays below it. A stream
+ * past it has further messages refused, so one stream cannot take the
+ * queue's budget from the others.
+ */
+export function streamSegmentShare(limits: ResolvedLimits, streamIndex: number, queueSize: number): number {
+  return Math.ceil(limits.maxBufferBytes[streamIndex]! / GUEST_PAGE) + 1 + 3 * queueSize;
+}
+
+/**
  * How many buffers the chains in flight on an I/O queue may hold together:
- * every stream of the queue with its whole buffer queued one page a
- * descriptor, plus a header, status and page-boundary descriptor for every
- * ring slot. What Linux holds stays below it; what a hostile driver can make
- * the host keep is linear in the configuration.
+ * every stream's share, plus one longest chain (the one the device is looking
+ * at before a stream takes or refuses it). The streams keep within their
+ * shares, so a well-behaved stream never meets this bound; what a hostile
+ * driver can make the host keep is linear in the configuration.
  */
 export function ioSegmentBudget(
   limits: ResolvedLimits,
@@ -102,9 +113,9 @@ export function ioSegmentBudget(
   direction: number,
   queueSize: number,
 ): number {
-  let pages = 0;
+  let shares = 0;
   streams.forEach((s, i) => {
-    if (s.direction === direction) pages += Math.ceil(limits.maxBufferBytes[i]! / GUEST_PAGE) + 1;
+    if (s.direction === direction) shares += streamSegmentShare(limits, i, queueSize);
   });
-  return Math.max(limits.maxChain, pages + 3 * queueSize);
+  return shares + limits.maxChain;
 }

@@ -50,7 +50,13 @@ import {
   streamInfo,
 } from "./config.js";
 import { ControlHandler } from "./control.js";
-import { type DeviceLimits, type ResolvedLimits, ioSegmentBudget, resolveLimits } from "./limits.js";
+import {
+  type DeviceLimits,
+  type ResolvedLimits,
+  ioSegmentBudget,
+  resolveLimits,
+  streamSegmentShare,
+} from "./limits.js";
 import { type ControlChange, ControlElements, type ControlValueInput } from "./controls.js";
 import { EventQueue } from "./event-queue.js";
 import { type DeviceSnapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js";
@@ -271,6 +277,11 @@ export class VirtioSound {
       maxChain: this.limits.maxChain,
       ...(io ? { maxSegments: ioSegmentBudget(this.limits, this.streamInfos, direction, size) } : {}),
     };
+    if (io) {
+      this.streams.forEach((s, i) => {
+        if (s.direction === direction) s.segmentShare = streamSegmentShare(this.limits, i, size);
+      });
+    }
     const packed = (this.driverFeatures & bit(VIRTIO_F_RING_PACKED)) !== 0n;
     let queue: DeviceQueue = packed
       ? new PackedQueue(this.memory, layout, features)

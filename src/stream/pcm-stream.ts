@@ -112,6 +112,9 @@ export class PcmStream implements OutputSource, InputSink {
   private dropReported = false;
   /** Messages the device returned unplayed because it could not parse them. */
   dropped = 0;
+  /** Buffers the pending messages hold, and how many they may (set by the device from its limits). */
+  private segmentsHeld = 0;
+  segmentShare = Number.POSITIVE_INFINITY;
   private completedInCallback = false;
 
   /** Lifetime counters, for summaries. */
@@ -273,8 +276,10 @@ export class PcmStream implements OutputSource, InputSink {
       saved.params !== null && (saved.params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
     for (const c of saved.pending) {
       if (this.count === this.pending.length) this.growPending();
-      this.pending[(this.head + this.count) % this.pending.length] = queue!.adoptChain(c);
+      const chain = queue!.adoptChain(c);
+      this.pending[(this.head + this.count) % this.pending.length] = chain;
       this.count++;
+      this.segmentsHeld += chain.segmentCount;
     }
     [this.curSeg, this.curOff, this.curLeft, this.curFilled] = saved.cursor;
     if (this.count === 0) this.curLeft = -1;
@@ -303,6 +308,7 @@ export class PcmStream implements OutputSource, InputSink {
 
   /** Drops every pending message without returning it (its ring is gone or replaced). */
   forgetPending(): void {
+    this.segmentsHeld = 0;
     this.pending.fill(null);
     this.head = 0;
     this.count = 0;
@@ -339,7 +345,16 @@ export class PcmStream implements OutputSource, InputSink {
       // of frames would shift every later frame: the message is refused whole.
       const p = this.params!;
       const dataBytes = isOutput ? chain.readableBytes - XFER_SIZE : chain.writableBytes - STATUS_SIZE;
-      if ((dataBytes * 8) % frameBits(p.format, p.channels) !== 0) status = VIRTIO_SND_S_BAD_MSG;
+      if ((dataBytes * 8) % frameBits(p.format, p.channels) !== 0) {
+        status = VIRTIO_SND_S_BAD_MSG;
+      } else if (this.segmentsHeld + chain.segmentCount > this.segmentShare) {
+        // The stream already holds as many buffers as its share of the queue's
+        // budget: taking more would starve the streams beside it.
+        status = VIRTIO_SND_S_IO_ERR;
+        this.reportDrop(
+          `refused a message: the stream holds ${this.segmentsHeld} buffers, its bound is ${this.segmentShare}`,
+        );
+      }
     }
     if (status !== 0) {
       const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
@@ -349,6 +364,7 @@ export class PcmStream implements OutputSource, InputSink {
     if (this.count === this.pending.length) this.growPending();
     this.pending[(this.head + this.count) % this.pending.length] = chain;
     this.count++;
+    this.segmentsHeld += chain.segmentCount;
     if (this.count === 1) this.seekHead();
     this.starved = false;
     return true;
@@ -522,6 +538,7 @@ export class PcmStream implements OutputSource, InputSink {
 
   private completeHead(status: number, usedLen: number): void {
     const chain = this.pending[this.head]!;
+    this.segmentsHeld -= chain.segmentCount;
     this.pending[this.head] = null;
     this.head = (this.head + 1) % this.pending.length;
     this.count--;

@@ -290,3 +290,46 @@ describe.each([false, true])("Linux's restore after suspend (packed %s)", (packe
     expect(Buffer.compare(played, data)).toBe(0);
   });
 });
+
+describe("one stream cannot take the queue's buffer budget from another", () => {
+  it("a prepared stream flooded with many-descriptor messages is refused past its share; the stream beside it plays every frame", () => {
+    const g = guest({
+      indirect: true,
+      config: { streams: [{ direction: "output" }, { direction: "output" }] },
+      limits: { maxBufferBytes: 4 * PERIOD },
+    });
+    g.probe();
+    for (const id of [0, 1]) {
+      expect(g.setParams(id, { ...S16, bufferBytes: 4 * PERIOD, periodBytes: PERIOD })).toBe(OK);
+      expect(g.prepare(id)).toBe(OK);
+    }
+    // Stream 1 never starts; each of its messages is 100 four-byte buffers (one frame each).
+    const flood: Completion[] = [];
+    const frame = g.alloc(4, 4);
+    for (let k = 0; k < 30; k++) {
+      const hdr = g.alloc(4, 4);
+      g.memory.writeU32(hdr, 1);
+      const status = g.alloc(8, 8);
+      g.queueChain(
+        false,
+        [{ addr: hdr, len: 4 }, ...Array.from({ length: 100 }, () => ({ addr: frame, len: 4 }))],
+        [{ addr: status, len: 8 }],
+        (c) => flood.push(c),
+      );
+    }
+    // Past its share the stream refuses them at once; what it holds stays within it.
+    expect(flood.length).toBeGreaterThan(20);
+    expect(flood.every((c) => c.status === VIRTIO_SND_S_IO_ERR)).toBe(true);
+    expect(g.device.streams[1]!.pendingCount).toBeLessThan(10);
+    const events = g.streamEvents.filter((e) => e.type === "dropped");
+    expect(events.map((e) => e.streamId)).toEqual([1]);
+    // Stream 0 plays as if nothing happened.
+    const data = pattern(4 * PERIOD, 30);
+    const done: Completion[] = [];
+    for (let k = 0; k < 4; k++) tx(g, 0, data.subarray(k * PERIOD, (k + 1) * PERIOD), (c) => done.push(c));
+    expect(g.start(0)).toBe(OK);
+    g.clock.advance(5 * PERIOD_NS);
+    expect(done.map((c) => c.status)).toEqual([OK, OK, OK, OK]);
+    expect(Buffer.compare(g.backend.playbacksOf(0)[0]!.data.bytes(), data)).toBe(0);
+  });
+});
