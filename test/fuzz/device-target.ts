@@ -853,7 +853,8 @@ export class DeviceTarget implements FuzzTarget {
         dv.setUint32(4, r.u8() < 230 ? r.below(d.controls.length + 1) : r.u32(), true);
         dv.setUint32(8, r.u8() < 128 ? 1 : r.u32(), true);
         dv.setUint32(12, length, true);
-        for (let i = 0; i < Math.min(body, 16); i += 4) dv.setInt32(16 + i, r.u32() | 0, true);
+        // Only whole words fit: a body of any length may end mid-word.
+        for (let i = 0; i + 4 <= Math.min(body, 16); i += 4) dv.setInt32(16 + i, r.u32() | 0, true);
         return { req, room: 4 };
       }
       default: {
