@@ -16,7 +16,11 @@ export type ErrorCode =
   /** An audio backend does not support the requested parameters. */
   | "ERR_BACKEND_NOT_SUPPORTED"
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
-  | "ERR_INVALID_TRACE";
+  | "ERR_INVALID_TRACE"
+  /** Another process serves the vhost-user socket path (a live socket: it was left alone). */
+  | "ERR_SOCKET_IN_USE"
+  /** The vhost-user socket path holds something that is not a socket (a file, a folder), or cannot be used. */
+  | "ERR_SOCKET_PATH";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

@@ -27,8 +27,8 @@ import { WavFileBackend } from "../node/file-backend.js";
 import { WavSource } from "../node/sources.js";
 import { TraceFileWriter } from "../node/trace-file.js";
 import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
-import { VhostUserDaemon } from "../vhost-user/daemon.js";
-import { type NativeBinding, nativeAvailable } from "../vhost-user/native.js";
+import { VhostUserDaemon, claimSocketPath } from "../vhost-user/daemon.js";
+import { type NativeBinding, loadNative, nativeAvailable } from "../vhost-user/native.js";
 import { describeStreamEvent } from "./stream-events.js";
 
 export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [options]
@@ -60,7 +60,9 @@ Options:
   -h, --help           this text
 
 Prints one line per stream event; SIGINT or SIGTERM finishes the files, prints what each
-stream played or recorded, and exits.
+stream played or recorded, and exits 0. Exits 2 on a usage error, 3 when another process
+already serves PATH (a stale socket file left by a process that is gone is replaced), 1 on
+any other error.
 `;
 
 export interface VhostUserCommandIo {
@@ -90,6 +92,17 @@ interface Options {
 }
 
 class UsageError extends Error {}
+
+/** The exit code when another process serves the socket (distinct from 1, errors, and 2, usage). */
+export const EXIT_SOCKET_IN_USE = 3;
+
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+}
 
 function integer(value: string, what: string, min: number, max: number): number {
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
@@ -342,13 +355,20 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     return 2;
   }
 
-  // Before anything slow (the speaker probe): without the addon nothing can work.
+  // Before anything slow (the speaker probe) or visible (files): without the addon, or
+  // with another daemon on the socket, nothing can work.
   if (io.binding === undefined) {
     const native = nativeAvailable();
     if (!native.ok) {
       complain(native.reason);
       return 1;
     }
+  }
+  try {
+    claimSocketPath(io.binding ?? loadNative(), options.socket);
+  } catch (err) {
+    complain(err instanceof Error ? err.message : String(err));
+    return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
   }
 
   const clock = io.clock ?? new RealTimeClock();
@@ -410,8 +430,9 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   } catch (err) {
     backend.close();
     firstWriter?.close();
+    if (record !== undefined) removeQuietly(record);
     complain(err instanceof Error ? err.message : String(err));
-    return 1;
+    return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
   }
 
   // One trace per front-end connection.
@@ -492,16 +513,12 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   const why = await (signal?.promise ?? io.stop);
   signal?.dispose();
   // Resetting the device stops every stream and closes its voice: files get their final headers.
-  daemon.close();
+  await daemon.close();
   endRecording();
   if (sessions === 0 && firstWriter !== null && record !== undefined) {
     // No front-end came: no trace, rather than an empty file.
     firstWriter.close();
-    try {
-      unlinkSync(record);
-    } catch {
-      // Already gone.
-    }
+    removeQuietly(record);
     say(`no front-end connected: nothing recorded to ${record}`);
   }
   try {
