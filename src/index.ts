@@ -156,4 +156,9 @@ export {
   type ReplayResult,
   type ReplayStats,
 } from "./trace/replayer.js";
-export { LiveReplay, traceTxAudio, type LiveReplayOptions } from "./trace/live-replay.js";
+export {
+  LiveReplay,
+  traceTxAudio,
+  type LiveReplayOptions,
+  type LiveReplayRunOptions,
+} from "./trace/live-replay.js";
