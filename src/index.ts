@@ -95,6 +95,7 @@ export {
   type StreamConverterOptions,
 } from "./audio/convert.js";
 export { NullBackend, type NullBackendOptions } from "./audio/null-backend.js";
+export { GainBackend, applyGain, dbToGain, gainSupported } from "./audio/gain.js";
 export { PacedInputVoice, openCaptureVoice } from "./audio/paced-input-voice.js";
 export {
   BytesSource,
