@@ -27,6 +27,7 @@ export { TraceFileWriter, readTraceFile, readTraceLines, type TraceFileWriterOpt
 export {
   VhostUserDaemon,
   claimSocketPath,
+  type DaemonControlChange,
   type LogEntry,
   type VhostUserDaemonEvents,
   type VhostUserDaemonOptions,

@@ -8,7 +8,7 @@
 import { EventEmitter } from "node:events";
 import { type Stats, lstatSync, unlinkSync } from "node:fs";
 import { VirtioSndError } from "../errors.js";
-import type { ControlValueInput } from "../device/controls.js";
+import type { ControlChange, ControlElement, ControlValueInput } from "../device/controls.js";
 import type { VirtioSound } from "../device/virtio-sound.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import { type LogEntry, VhostUserBackend, type VhostUserBackendOptions } from "./backend.js";
@@ -41,9 +41,21 @@ export interface VhostUserDaemonEvents {
   disconnect: [reason: Error | null];
   /** A stream's state changed, an xrun, a backend error (also given to options.onStreamEvent). */
   stream: [event: StreamEvent];
+  /** A control element changed: the guest wrote it, or the host through setControlValue(). */
+  control: [change: DaemonControlChange];
   /** The daemon closed (close(), or its signal aborted): the socket file is gone. */
   close: [];
 }
+
+/** A control change as the daemon reports it: from the guest (as onControlChange gets it) or the host. */
+export type DaemonControlChange =
+  | (ControlChange & { readonly source: "guest" })
+  | {
+      readonly source: "host";
+      readonly kind: "value";
+      readonly controlId: number;
+      readonly control: ControlElement;
+    };
 
 /** What is at a path, in words, for messages. */
 function describeFile(st: Stats): string {
@@ -144,6 +156,10 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
         this.emit("stream", event);
       },
       onDisconnect: (reason) => this.onDisconnect(reason),
+      onControlChange: (change) => {
+        options.onControlChange?.(change);
+        this.emit("control", { ...change, source: "guest" });
+      },
     });
     try {
       this.listener = new NativeListener(
@@ -188,11 +204,20 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
 
   /**
    * Sets control element `controlId` (see device.controls) as the host: the
-   * guest is told (a CTL_NOTIFY event). Returns whether the value changed.
-   * Throws ERR_INVALID_CONFIG for an unknown id or a value the element refuses.
+   * guest is told (a CTL_NOTIFY event) and, when the value changed, a
+   * "control" event says so. Returns whether it changed. Throws
+   * ERR_INVALID_STATE for an unknown id or a value the element cannot hold.
    */
   setControlValue(controlId: number, values: ControlValueInput): boolean {
-    return this.device.setControlValue(controlId, values);
+    const changed = this.device.setControlValue(controlId, values);
+    if (changed)
+      this.emit("control", {
+        source: "host",
+        kind: "value",
+        controlId,
+        control: this.device.controls.get(controlId),
+      });
+    return changed;
   }
 
   /**
