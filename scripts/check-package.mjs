@@ -102,12 +102,19 @@ for (const entry of [
 
 const consumer = join(tmp, "consumer");
 write(join(consumer, "package.json"), `${JSON.stringify({ name: "consumer", private: true }, null, 2)}\n`);
-const installed = run("npm", ["install", "--offline", "--no-audit", "--no-fund", tarball], { cwd: consumer });
+// --ignore-scripts: as where install scripts do not run (not approved, or disabled): the prebuilt addon must do.
+const installed = run(
+  "npm",
+  ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball],
+  {
+    cwd: consumer,
+  },
+);
 if (installed.status !== 0) {
-  fail("npm install --offline of the tarball", installed.out);
+  fail("npm install --offline --ignore-scripts of the tarball", installed.out);
   finish();
 }
-ok("npm install --offline of the tarball");
+ok("npm install --offline --ignore-scripts of the tarball");
 const pkgDir = join(consumer, "node_modules", "virtio-snd");
 
 // Source maps: each one must carry its sources or point at files that are there.
@@ -266,7 +273,7 @@ const bin = join(consumer, "node_modules", ".bin", "virtio-snd");
 }
 check(
   !existsSync(join(pkgDir, "native", "build")),
-  "the install script did not run (npm 11 asks first): the addon must be the prebuilt one",
+  "nothing was built at install: the addon is the prebuilt one",
 );
 await new Promise((resolveDone) => {
   const socket = join(tmp, "snd.sock");
@@ -276,9 +283,13 @@ await new Promise((resolveDone) => {
   });
   let out = "";
   const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  let stopping = false;
   const onData = (chunk) => {
     out += chunk;
-    if (/listening on/.test(out)) child.kill("SIGINT");
+    if (!stopping && /listening on/.test(out)) {
+      stopping = true;
+      child.kill("SIGINT");
+    }
   };
   child.stdout.setEncoding("utf8").on("data", onData);
   child.stderr.setEncoding("utf8").on("data", onData);
@@ -293,6 +304,73 @@ await new Promise((resolveDone) => {
     resolveDone();
   });
 });
+
+// A second daemon on the same live socket: refused, one line, exit 3; the first keeps its socket.
+await new Promise((resolveDone) => {
+  const socket = join(tmp, "live.sock");
+  const first = spawn(bin, ["vhost-user", "--socket", socket, "--output", "null"], {
+    cwd: consumer,
+    env: npmEnv,
+  });
+  let out = "";
+  const timer = setTimeout(() => first.kill("SIGKILL"), 20_000);
+  let probed = false;
+  first.stdout.setEncoding("utf8").on("data", (chunk) => {
+    out += chunk;
+    if (probed || !/listening on/.test(out)) return;
+    probed = true;
+    const second = run(bin, ["vhost-user", "--socket", socket, "--output", "null"], {
+      cwd: consumer,
+      timeout: 20_000,
+    });
+    check(
+      second.status === 3 &&
+        second.out === `virtio-snd vhost-user: ${socket} is in use: another process is listening on it\n`,
+      "a second daemon on a live socket: one line, exit 3",
+      `exit ${second.status}: ${second.out}`,
+    );
+    check(existsSync(socket), "the first daemon's socket is still there");
+    first.kill("SIGTERM");
+  });
+  first.on("close", (code) => {
+    clearTimeout(timer);
+    check(code === 0 && !existsSync(socket), "the first daemon stops cleanly and removes its socket", out);
+    resolveDone();
+  });
+});
+
+// The install script: the prebuilt addon when it loads, else a build from source.
+{
+  const script = join(pkgDir, "scripts", "build-native.mjs");
+  const r = run(process.execPath, [script], { cwd: pkgDir });
+  check(
+    r.status === 0 &&
+      /using the prebuilt native addon \(native\/prebuilds\/linux-x64\/[\w.]+\.node\)/.test(r.out),
+    "the install script takes the prebuilt addon",
+    r.out,
+  );
+  const t = Date.now();
+  const s = run(process.execPath, [script], {
+    cwd: pkgDir,
+    env: { ...npmEnv, VIRTIO_SND_BUILD_FROM_SOURCE: "1" },
+  });
+  check(
+    s.status === 0 &&
+      /native addon built in/.test(s.out) &&
+      existsSync(join(pkgDir, "native", "build", "Release", "vhost_user_native.node")),
+    `VIRTIO_SND_BUILD_FROM_SOURCE=1 builds it from the shipped sources (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+    s.out,
+  );
+  const loaded = run(
+    process.execPath,
+    [
+      "-e",
+      'const n = require("virtio-snd/node"); const r = n.nativeAvailable(); console.log(r.ok ? "ok" : r.reason)',
+    ],
+    { cwd: consumer },
+  );
+  check(loaded.out.trim() === "ok", "the addon built from source loads", loaded.out);
+}
 
 finish();
 

@@ -512,6 +512,8 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     else if (e.level === "info" && /^(device reset|memory table)/.test(e.message))
       say(`${stamp(clock.now())} ${e.message}`);
   });
+  // Before the line that says it listens: whoever reads it may signal at once.
+  const signal = io.stop === undefined ? waitForSignal() : undefined;
   say(
     `virtio-snd vhost-user: listening on ${options.socket}: ${options.outputs} output and ${options.inputs} input ` +
       `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps` +
@@ -520,7 +522,6 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   );
   io.onListening?.(daemon);
 
-  const signal = io.stop === undefined ? waitForSignal() : undefined;
   const why = await (signal?.promise ?? io.stop);
   signal?.dispose();
   // Resetting the device stops every stream and closes its voice: files get their final headers.
