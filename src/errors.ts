@@ -15,6 +15,12 @@ export type ErrorCode =
   | "ERR_BACKEND"
   /** An audio backend does not support the requested parameters. */
   | "ERR_BACKEND_NOT_SUPPORTED"
+  /**
+   * The guest-side driver model (src/driver/: SimulatedGuest, play, record,
+   * the driver queues) cannot go on: the device refused or failed a request,
+   * a ring is full, the device returned a buffer the driver never gave it.
+   */
+  | "ERR_DRIVER"
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
   | "ERR_INVALID_TRACE"
   /** Another process serves the vhost-user socket path (a live socket: it was left alone). */

@@ -2,6 +2,7 @@
  * What aplay and arecord make the Linux driver do, on a SimulatedGuest: one
  * message per period of the ALSA buffer, refilled from the completion handler.
  */
+import { VirtioSndError } from "../errors.js";
 import { frameBytes } from "../audio/pcm-params.js";
 import { VIRTIO_SND_S_OK } from "../spec/constants.js";
 import type { Completion, SimulatedGuest } from "./simulated-guest.js";
@@ -24,7 +25,8 @@ export interface PlaybackResult {
 }
 
 function check(what: string, status: number): void {
-  if (status !== VIRTIO_SND_S_OK) throw new Error(`${what} failed with status 0x${status.toString(16)}`);
+  if (status !== VIRTIO_SND_S_OK)
+    throw new VirtioSndError("ERR_DRIVER", `${what} failed with status 0x${status.toString(16)}`);
 }
 
 /**

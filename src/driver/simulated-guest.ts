@@ -3,6 +3,7 @@
  * sound/virtio driver drives them (probe, set-params, one message per period,
  * prepare, pre-buffered periods, start, stop, release).
  */
+import { VirtioSndError } from "../errors.js";
 import type { AudioBackend } from "../audio/backend.js";
 import { VirtualClock } from "../audio/clock.js";
 import { MemoryBackend, type MemoryBackendOptions } from "../audio/memory-backend.js";
@@ -182,7 +183,7 @@ export class SimulatedGuest {
     if (o.indirect ?? false) features |= bit(VIRTIO_F_INDIRECT_DESC);
     if (o.packed ?? false) features |= bit(VIRTIO_F_RING_PACKED);
     if (o.ctls ?? false) features |= bit(VIRTIO_SND_F_CTLS);
-    if (!this.device.setDriverFeatures(features)) throw new Error("features refused");
+    if (!this.device.setDriverFeatures(features)) throw new VirtioSndError("ERR_DRIVER", "features refused");
     const size = o.queueSize ?? 64;
     for (let i = 0; i < 4; i++) {
       const opts = {
@@ -235,7 +236,8 @@ export class SimulatedGuest {
       responseSize > 0 ? [{ addr: this.ctlResp, len: responseSize }] : [],
     );
     const used = this.queues[VIRTIO_SND_VQ_CONTROL]!.getUsed();
-    if (used === null || used.token !== token) throw new Error("control request not answered synchronously");
+    if (used === null || used.token !== token)
+      throw new VirtioSndError("ERR_DRIVER", "control request not answered synchronously");
     const resp = new Uint8Array(responseSize);
     this.memory.read(this.ctlResp, resp, 0, responseSize);
     const status = used.len >= 4 ? new DataView(resp.buffer).getUint32(0, true) : -1;
@@ -275,7 +277,10 @@ export class SimulatedGuest {
       if (n === 0) return [];
       const r = this.queryInfo(code, 0, n, size);
       if (r.status !== VIRTIO_SND_S_OK)
-        throw new Error(`query 0x${code.toString(16)} failed: 0x${r.status.toString(16)}`);
+        throw new VirtioSndError(
+          "ERR_DRIVER",
+          `query 0x${code.toString(16)} failed: 0x${r.status.toString(16)}`,
+        );
       const dv = new DataView(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength);
       return Array.from({ length: n }, (_, i) => decode(dv, i * size));
     };
@@ -383,7 +388,8 @@ export class SimulatedGuest {
     const map = this.pendingIo[index === VIRTIO_SND_VQ_RX ? 1 : 0]!;
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
       const io = map.get(u.token);
-      if (io === undefined) throw new Error(`device returned unknown token ${u.token}`);
+      if (io === undefined)
+        throw new VirtioSndError("ERR_DRIVER", `device returned unknown token ${u.token}`);
       map.delete(u.token);
       const statusBytes = new Uint8Array(8);
       this.memory.read(io.statusAddr, statusBytes, 0, 8);
@@ -410,7 +416,7 @@ export class SimulatedGuest {
     if (q === undefined) return;
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
       const addr = this.eventBufs.get(u.token);
-      if (addr === undefined) throw new Error("unknown event buffer");
+      if (addr === undefined) throw new VirtioSndError("ERR_DRIVER", "unknown event buffer");
       this.eventBufs.delete(u.token);
       this.events.push({
         code: this.memory.readU32(addr),
