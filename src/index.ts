@@ -113,7 +113,15 @@ export {
   type ControlReply,
   type GuestOptions,
 } from "./driver/simulated-guest.js";
-export { play, record, periodBytesFor, type SessionParams } from "./driver/pcm-session.js";
+export {
+  play,
+  record,
+  periodBytesFor,
+  type CaptureResult,
+  type PcmRateHz,
+  type PlaybackResult,
+  type SessionParams,
+} from "./driver/pcm-session.js";
 export { SplitDriverQueue } from "./driver/split-driver.js";
 export { PackedDriverQueue } from "./driver/packed-driver.js";
 export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";

@@ -9,7 +9,10 @@ import { join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ToneSource } from "../../src/audio/sources.js";
 import { BumpAllocator } from "../../src/driver/allocator.js";
+import { type PcmRateHz, play, record } from "../../src/driver/pcm-session.js";
+import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { SplitDriverQueue } from "../../src/driver/split-driver.js";
+import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_PCM_RATE_48000 } from "../../src/spec/constants.js";
 import { PackedDriverQueue } from "../../src/driver/packed-driver.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
 import { TraceFileWriter } from "../../src/node/trace-file.js";
@@ -43,6 +46,25 @@ describe("error codes", () => {
     expect(codeOf(() => alloc(1 << 20))).toBe("ERR_DRIVER");
     const q = new SplitDriverQueue({ mem, alloc, size: 4, eventIdx: false });
     expect(codeOf(() => q.add([], []))).toBe("ERR_DRIVER");
+  });
+
+  it("SessionParams.rate is in Hz: an index constant is refused, saying which rate it stands for", () => {
+    const guest = new SimulatedGuest();
+    guest.init();
+    guest.probe();
+    const p = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, periodBytes: 1920, periods: 4 };
+    // Not PcmRateHz: TypeScript refuses it too.
+    const rate = VIRTIO_SND_PCM_RATE_48000 as unknown as PcmRateHz;
+    expect(() => play(guest, 0, new Uint8Array(1920), { ...p, rate })).toThrow(
+      expect.objectContaining({
+        code: "ERR_INVALID_CONFIG",
+        message: expect.stringMatching(
+          /rate is 7: it is in Hz .*; 7 is the VIRTIO_SND_PCM_RATE_\* index of 48000 Hz: give 48000/,
+        ),
+      }),
+    );
+    expect(codeOf(() => record(guest, 1, 4, { ...p, rate: 1234 as PcmRateHz }))).toBe("ERR_INVALID_CONFIG");
+    expect(play(guest, 0, new Uint8Array(1920), { ...p, rate: 48000 }).completions).toHaveLength(1);
   });
 
   it("a trace file written after close: ERR_INVALID_STATE", () => {

@@ -81,7 +81,7 @@ describe("LiveReplay", () => {
     const audio = signal(12 * PERIOD, 21);
     const params = {
       format: VIRTIO_SND_PCM_FMT_S16,
-      rate: 48000,
+      rate: 48000 as const,
       channels: 2,
       periodBytes: PERIOD,
       periods: 4,
