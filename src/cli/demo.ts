@@ -24,6 +24,7 @@ import { LiveReplay, traceTxAudio } from "../trace/live-replay.js";
 import type { ReplayCompletion } from "../trace/replayer.js";
 import { describeStreamEvent } from "./stream-events.js";
 import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
+import { wavDirNotice } from "./wav-dir.js";
 
 /** The trace `npm start` plays: shipped with the package (package.json "files"). */
 export const DEMO_TRACE = fileURLToPath(new URL("../../traces/demo-tune.jsonl", import.meta.url));
@@ -192,6 +193,8 @@ export async function runDemo(args: readonly string[], io: DemoIo): Promise<numb
   let sink: AudioBackend;
   try {
     if (options.output !== undefined) {
+      const notice = wavDirNotice(options.output);
+      if (notice !== null) complain(notice);
       sink = await resolveSink(options.output, {
         clock,
         wavBackend: demoWavBackend,

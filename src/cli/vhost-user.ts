@@ -31,6 +31,7 @@ import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
 import { VhostUserDaemon, claimSocketPath } from "../vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../vhost-user/native.js";
 import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
+import { wavDirNotice } from "./wav-dir.js";
 import { type StreamMixer, applyMixer, describeControl, mixerControls } from "./mixer.js";
 import { describeStreamEvent } from "./stream-events.js";
 
@@ -371,6 +372,8 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   const stamp = (ns: number): string => `[${((ns - start) / 1e9).toFixed(3).padStart(8)} s]`;
   let source: CaptureSource;
   let sink: AudioBackend;
+  const notice = wavDirNotice(options.output);
+  if (notice !== null) complain(notice);
   try {
     source = resolveSource(options.input);
     sink =
