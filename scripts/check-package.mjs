@@ -21,7 +21,15 @@
  * when a check fails. --keep leaves the temporary folder.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -137,7 +145,8 @@ const pkgDir = join(consumer, "node_modules", "virtio-snd");
 
 // Every file path the README names (in backticks) is in the package.
 {
-  const readme = readFileSync(join(pkgDir, "README.md"), "utf8");
+  // The part for the package's users; the last part, for a clone, names the repository's own files.
+  const readme = readFileSync(join(pkgDir, "README.md"), "utf8").split(/^## Working on virtio-snd/m)[0];
   const named = new Set();
   for (const m of readme.matchAll(/`([^`\s]+)`/g)) {
     const p = m[1].replace(/^\.\//, "");
@@ -258,6 +267,45 @@ write(join(consumer, "ts", "index.ts"), ts);
     );
     const r = run(process.execPath, ["out/index.js"], { cwd: join(consumer, "ts") });
     check(r.status === 0 && /ts-cjs ok true/.test(r.out), "the compiled TypeScript consumer runs", r.out);
+  }
+}
+
+// The README's examples (examples/*.ts), compiled against the installed package and run.
+{
+  const dir = join(consumer, "examples");
+  write(join(dir, "package.json"), '{ "type": "module" }\n');
+  write(
+    join(dir, "tsconfig.json"),
+    `${JSON.stringify(
+      {
+        compilerOptions: {
+          target: "ES2022",
+          module: "nodenext",
+          moduleResolution: "nodenext",
+          strict: true,
+          noUncheckedIndexedAccess: true,
+          exactOptionalPropertyTypes: true,
+          skipLibCheck: false,
+          outDir: "out",
+          typeRoots: [typeRoots],
+          types: ["node"],
+        },
+        include: ["*.ts"],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  const names = readdirSync(join(root, "examples")).filter((f) => f.endsWith(".ts"));
+  for (const name of names) write(join(dir, name), readFileSync(join(root, "examples", name), "utf8"));
+  const c = run(process.execPath, [tsc, "-p", "."], { cwd: dir });
+  check(c.status === 0, `the README's ${names.length} examples type-check against the package`, c.out);
+  for (const name of c.status === 0 ? names : []) {
+    const r = run(process.execPath, [join("out", name.replace(/\.ts$/, ".js"))], {
+      cwd: dir,
+      timeout: 60_000,
+    });
+    check(r.status === 0, `examples/${name} runs against the package`, r.out);
   }
 }
 

@@ -178,7 +178,10 @@ describe.skipIf(reason !== "")(name, () => {
         "-6 dB, right channel off",
       ).toBe("");
       // Nothing on stderr but the notice of the new (temporary) folder.
-      expect(err.filter((l) => !/creating .* for the WAV files/.test(l)), transcript()).toEqual([]);
+      expect(
+        err.filter((l) => !/creating .* for the WAV files/.test(l)),
+        transcript(),
+      ).toEqual([]);
       expect(daemon).toBeDefined();
     } finally {
       stop();
