@@ -11,7 +11,8 @@
  *   format's range; unsigned formats are scaled about their midpoint;
  * - FLOAT and FLOAT64: x * gain in the format's precision, never clamped;
  * - gain 0 gives the format's silence (0x80 for U8, 0xff for µ-law...);
- * - gain 1 on every channel leaves the bytes untouched (bit-exact passthrough).
+ * - gain 1 on every channel leaves the bytes untouched (bit-exact passthrough);
+ * - formats without linear samples (DSD, IEC958 subframes) pass unscaled.
  */
 import {
   VIRTIO_SND_PCM_FMT_A_LAW,
@@ -239,7 +240,9 @@ export class GainBackend implements AudioBackend {
   }
 
   openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
-    const s = this.sample(params);
+    const s = SAMPLES.get(params.format);
+    // No linear samples to scale (DSD, IEC958 subframes): the stream passes as it is.
+    if (s === undefined) return this.inner.openOutput(streamId, params, source);
     const pos: Position = { channel: 0, partial: 0 };
     return this.inner.openOutput(streamId, params, {
       read: (dest, offset, length) => {
@@ -252,7 +255,8 @@ export class GainBackend implements AudioBackend {
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
-    const s = this.sample(params);
+    const s = SAMPLES.get(params.format);
+    if (s === undefined) return this.inner.openInput(streamId, params, sink);
     const pos: Position = { channel: 0, partial: 0 };
     let scratch = new Uint8Array(0);
     return this.inner.openInput(streamId, params, {
@@ -274,12 +278,5 @@ export class GainBackend implements AudioBackend {
 
   close(): void {
     this.inner.close?.();
-  }
-
-  private sample(params: PcmParams): Sample {
-    const s = SAMPLES.get(params.format);
-    if (s === undefined)
-      throw new BackendError(`gain: unknown sample format ${params.format}`, { notSupported: true });
-    return s;
   }
 }

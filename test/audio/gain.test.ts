@@ -217,9 +217,15 @@ describe("applyGain and GainBackend", () => {
     const gain = new GainBackend(new Tap());
     expect(() => gain.setGain(0, [-1])).toThrow(expect.objectContaining({ code: "ERR_INVALID_CONFIG" }));
     expect(() => gain.setGain(0, [Infinity])).toThrow(/finite/);
-    expect(() => gain.openOutput(0, params(99, 2), sourceOf(new Uint8Array(0)))).toThrow(
-      expect.objectContaining({ code: "ERR_BACKEND_NOT_SUPPORTED" }),
-    );
+    // DSD has no linear samples: it passes unscaled.
+    const tap = new Tap();
+    const dsd = new GainBackend(tap);
+    dsd.setGain(0, [0]);
+    const data = Uint8Array.from([0x69, 0x96, 0x55]);
+    dsd.openOutput(0, params(C.VIRTIO_SND_PCM_FMT_DSD_U8, 1), sourceOf(data));
+    const out = new Uint8Array(3);
+    expect(tap.source!.read(out, 0, 3)).toBe(3);
+    expect(Array.from(out)).toEqual([0x69, 0x96, 0x55]);
     expect(() => applyGain(99, 1, new Uint8Array(2), 0, 2, [0.5])).toThrow(/unknown sample format/);
     expect(dbToGain(-Infinity)).toBe(0);
     expect(dbToGain(0)).toBe(1);
