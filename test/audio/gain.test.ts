@@ -213,7 +213,7 @@ describe("applyGain and GainBackend", () => {
     expect(readS16(captured)).toEqual([1000, -1001, 3, -3]);
   });
 
-  it("refuses a negative or non-finite gain, and unknown formats", () => {
+  it("refuses a negative or non-finite gain; formats without linear samples pass unscaled", () => {
     const gain = new GainBackend(new Tap());
     expect(() => gain.setGain(0, [-1])).toThrow(expect.objectContaining({ code: "ERR_INVALID_CONFIG" }));
     expect(() => gain.setGain(0, [Infinity])).toThrow(/finite/);
