@@ -418,6 +418,19 @@ await new Promise((resolveDone) => {
     { cwd: consumer },
   );
   check(loaded.out.trim() === "ok", "the addon built from source loads", loaded.out);
+
+  // Neither prebuilt nor built (another platform without a compiler): the command says what to run.
+  rmSync(join(pkgDir, "native", "build"), { recursive: true, force: true });
+  rmSync(join(pkgDir, "native", "prebuilds"), { recursive: true, force: true });
+  const none = run(bin, ["vhost-user", "--socket", join(tmp, "none.sock")], { cwd: consumer });
+  const command = `node ${JSON.stringify(script)}`;
+  check(
+    none.status === 1 &&
+      none.out.includes(`Build it from source with: ${command} (it compiles a small C addon`) &&
+      none.out.split("\n").filter(Boolean).length === 1,
+    "without an addon, vhost-user says in one line the exact command that builds it",
+    none.out,
+  );
 }
 
 finish();
