@@ -383,6 +383,11 @@ await new Promise((resolveDone) => {
   first.on("close", (code) => {
     clearTimeout(timer);
     check(code === 0 && !existsSync(socket), "the first daemon stops cleanly and removes its socket", out);
+    check(
+      !/front-end/.test(out),
+      "the second one's probe was no front-end to the first (no line about it)",
+      out,
+    );
     resolveDone();
   });
 });

@@ -13,7 +13,7 @@ import type { VirtioSound } from "../device/virtio-sound.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import { type LogEntry, VhostUserBackend, type VhostUserBackendOptions } from "./backend.js";
 import { type NativeBinding, isNativeSystemError, loadNative } from "./native.js";
-import { NativeListener, NativeTransport } from "./transport.js";
+import { NativeListener, NativeTransport, type VhostTransport } from "./transport.js";
 
 export type { LogEntry } from "./backend.js";
 
@@ -35,7 +35,7 @@ export interface VhostUserDaemonOptions extends Omit<VhostUserBackendOptions, "l
 export interface VhostUserDaemonEvents {
   /** Diagnostics from the protocol and the daemon. */
   log: [entry: LogEntry];
-  /** A front-end connected. */
+  /** A front-end connected (at its first message: a connection that says nothing is not one). */
   connect: [];
   /** The front-end went away (null) or its connection broke; the daemon listens again. */
   disconnect: [reason: Error | null];
@@ -134,6 +134,8 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
   private readonly signal: AbortSignal | undefined;
   private readonly onAbort = (): void => void this.close();
   private closing: Promise<void> | null = null;
+  /** The connected front-end has sent a message (it was announced with "connect"). */
+  private spoke = false;
 
   /**
    * Listens at once. Throws VirtioSndError ERR_BACKEND when the native addon is
@@ -269,12 +271,47 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
       fd,
       this.pollIntervalMs !== undefined ? { pollIntervalMs: this.pollIntervalMs } : {},
     );
-    this.emit("connect");
-    this.backend.attach(transport);
+    // A front-end is one that speaks: a connection closed cleanly before its first message
+    // (another daemon checking whether this socket is live) is neither announced nor mourned.
+    this.spoke = false;
+    this.backend.attach(this.announcing(transport));
+  }
+
+  /** `transport`, with "connect" emitted at its first message. */
+  private announcing(transport: VhostTransport): VhostTransport {
+    return {
+      start: (handler) =>
+        transport.start({
+          message: (m) => {
+            if (!this.spoke) {
+              this.spoke = true;
+              this.emit("connect");
+            }
+            handler.message(m);
+          },
+          kick: (i) => handler.kick(i),
+          closed: (reason) => {
+            // Broken framing, an fd flood: a front-end that went wrong, announced as such.
+            if (!this.spoke && reason !== null) {
+              this.spoke = true;
+              this.emit("connect");
+            }
+            handler.closed(reason);
+          },
+        }),
+      send: (m) => transport.send(m),
+      watchKick: (i, f) => transport.watchKick(i, f),
+      unwatchKick: (i) => transport.unwatchKick(i),
+      signal: (f) => transport.signal(f),
+      map: (f, size, offset) => transport.map(f, size, offset),
+      closeFd: (f) => transport.closeFd(f),
+      close: () => transport.close(),
+    };
   }
 
   private onDisconnect(reason: Error | null): void {
-    this.emit("disconnect", reason);
+    if (this.spoke) this.emit("disconnect", reason);
+    this.spoke = false;
     if (this.closing === null) this.listener.resume();
   }
 }

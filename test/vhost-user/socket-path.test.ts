@@ -27,7 +27,7 @@ import { VhostUserDaemon as ExportedDaemon } from "../../src/node/index.js";
 import { VhostUserDaemon, type VhostUserDaemonOptions } from "../../src/vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { capture } from "../cli/capture.js";
-import { NativeFrontEnd } from "./native-front-end.js";
+import { NativeFrontEnd, sleep, until } from "./native-front-end.js";
 import { releasedAfterEach } from "./released-after-each.js";
 
 const status = nativeAvailable();
@@ -70,6 +70,9 @@ describe.skipIf(!status.ok)(suiteName, () => {
   it("a second daemon on a live socket fails with ERR_SOCKET_IN_USE and the first keeps serving", async () => {
     const path = join(dir, "live.sock");
     const first = daemon(n, path);
+    const events: string[] = [];
+    first.on("connect", () => events.push("connect"));
+    first.on("disconnect", () => events.push("disconnect"));
     const inode = statSync(path).ino;
     let message = "";
     try {
@@ -80,10 +83,16 @@ describe.skipIf(!status.ok)(suiteName, () => {
     }
     expect(message).toBe(`${path} is in use: another process is listening on it`);
     expect(statSync(path).ino).toBe(inode);
-    // The probe's connection reaches the first daemon as a front-end that leaves at once.
+    // The probe's connection, which says nothing, is no front-end to the first daemon.
+    await sleep(50);
+    expect(events).toEqual([]);
     const fe = new NativeFrontEnd(n, path, cleanup);
     await fe.connect("set");
     expect(first.connected).toBe(true);
+    expect(events).toEqual(["connect"]);
+    fe.close();
+    await until("the disconnect", () => events.length === 2);
+    expect(events).toEqual(["connect", "disconnect"]);
   });
 
   it("replaces a stale socket file (connect refused: its process is gone)", () => {
