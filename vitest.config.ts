@@ -1,6 +1,17 @@
+import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
+  // The examples import the package by name, as its users do: run against the sources here.
+  resolve: {
+    alias: [
+      {
+        find: /^virtio-snd\/node$/,
+        replacement: fileURLToPath(new URL("./src/node/index.ts", import.meta.url)),
+      },
+      { find: /^virtio-snd$/, replacement: fileURLToPath(new URL("./src/index.ts", import.meta.url)) },
+    ],
+  },
   test: {
     include: ["test/**/*.test.ts"],
     testTimeout: 30_000,

@@ -6,7 +6,15 @@
  * (no compiler, no python3, no node-gyp, no headers), it prints ONE line saying
  * why and exits 0. Only vhost-user needs the addon; everything else works.
  *
- *   node scripts/build-native.mjs [--force]
+ * The published package carries a prebuilt addon for linux-x64 (glibc) in
+ * native/prebuilds/ (made by `--prebuild`, the prepack script, with
+ * prebuildify). When one for this machine loads, the install builds nothing;
+ * otherwise (another platform, or VIRTIO_SND_BUILD_FROM_SOURCE=1) it builds
+ * from source. At run time src/vhost-user/native.ts loads whichever exists
+ * (node-gyp-build: native/build/Release first, then native/prebuilds/).
+ *
+ *   node scripts/build-native.mjs [--force]   install: prebuilt, else from source
+ *   node scripts/build-native.mjs --prebuild  (prepack) native/prebuilds/ for this platform
  *
  * The output is native/build/Release/vhost_user_native.node. A hash of the
  * sources (and of this script) is kept in native/build/source-hash: when it
@@ -23,7 +31,18 @@
  */
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import process from "node:process";
@@ -35,6 +54,9 @@ const nativeDir = join(root, "native");
 const buildDir = join(nativeDir, "build");
 const addonPath = join(buildDir, "Release", "vhost_user_native.node");
 const stampPath = join(buildDir, "source-hash");
+const prebuildsDir = join(nativeDir, "prebuilds");
+/** The sources a prebuild was made from (a prebuild of other sources is not used). */
+const prebuildStampPath = join(prebuildsDir, "source-hash");
 const logPath = join(buildDir, "build-native.log");
 const BUILD_TIMEOUT_MS = 10 * 60 * 1000;
 
@@ -49,14 +71,15 @@ function giveUp(reason) {
   process.exit(0);
 }
 
-/** Every file under native/ except build/, sorted. */
+/** Every file under native/ except build/, prebuilds/ and dot files, sorted. */
 function sourceFiles(dir = nativeDir) {
   const files = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
     if (entry.isDirectory()) {
-      if (path !== buildDir) files.push(...sourceFiles(path));
-    } else if (entry.isFile()) {
+      if (path !== buildDir && path !== prebuildsDir) files.push(...sourceFiles(path));
+    } else if (entry.isFile() && !entry.name.startsWith(".")) {
+      // Dot files (.npmignore) are not sources, and the published package has none.
       files.push(path);
     }
   }
@@ -128,7 +151,78 @@ function failureReason(output) {
   return line.length > 200 ? `${line.slice(0, 197)}...` : line;
 }
 
+/**
+ * The prebuilt addon for this machine in native/prebuilds/, chosen by
+ * node-gyp-build's own rules (platform, arch, libc, runtime), or null. Only
+ * prebuilds: a build in native/build/ is this script's own business.
+ */
+function prebuiltAddon() {
+  let gypBuild;
+  try {
+    gypBuild = createRequire(import.meta.url)("node-gyp-build");
+  } catch {
+    return null;
+  }
+  const dir = join(prebuildsDir, `${process.platform}-${process.arch}`);
+  if (!existsSync(dir)) return null;
+  if (!existsSync(prebuildStampPath) || readFileSync(prebuildStampPath, "utf8").trim() !== sourceHash())
+    return null;
+  const runtime = process.versions.electron ? "electron" : "node";
+  const best = readdirSync(dir)
+    .map((file) => gypBuild.parseTags(file))
+    .filter(gypBuild.matchTags(runtime, process.versions.modules))
+    .sort(gypBuild.compareTags(runtime))[0];
+  return best === undefined ? null : join(dir, best.file);
+}
+
+/** --prebuild: prebuildify in a copy of native/ (so a dev build in native/build/ stays), into native/prebuilds/. */
+function prebuild() {
+  if (process.platform !== "linux") {
+    say(`virtio-snd: no prebuilt addon made: vhost-user needs Linux, this is ${process.platform}`);
+    return;
+  }
+  const require = createRequire(import.meta.url);
+  const bin = join(dirname(require.resolve("prebuildify/package.json")), "bin.js");
+  const work = mkdtempSync(join(tmpdir(), "virtio-snd-prebuild-"));
+  try {
+    cpSync(join(nativeDir, "binding.gyp"), join(work, "binding.gyp"));
+    cpSync(join(nativeDir, "src"), join(work, "src"), { recursive: true });
+    const gyp = findNodeGyp();
+    const nodedir = nodedirArgs()[0]?.slice("--nodedir=".length);
+    const result = spawnSync(
+      process.execPath,
+      [bin, "--napi", "--strip", "--tag-libc", "--cwd", work, "--node-gyp", gyp.args[0] ?? gyp.command],
+      {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "pipe"],
+        timeout: BUILD_TIMEOUT_MS,
+        // Headers from the running node (no download), as for the install build.
+        env: nodedir !== undefined ? { ...process.env, npm_config_nodedir: nodedir } : process.env,
+      },
+    );
+    if (result.status !== 0) {
+      process.stderr.write(`${result.stdout ?? ""}${result.stderr ?? ""}`);
+      process.stderr.write(
+        `virtio-snd: prebuildify failed: ${failureReason(`${result.stdout}${result.stderr}`)}\n`,
+      );
+      process.exit(1);
+    }
+    const target = prebuildsDir;
+    rmSync(target, { recursive: true, force: true });
+    cpSync(join(work, "prebuilds"), target, { recursive: true });
+    writeFileSync(prebuildStampPath, `${sourceHash()}\n`);
+    for (const file of readdirSync(target, { recursive: true, encoding: "utf8" }))
+      if (file.endsWith(".node")) say(`virtio-snd: prebuilt native/prebuilds/${file}`);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
 function main() {
+  if (process.argv.includes("--prebuild")) {
+    prebuild();
+    return;
+  }
   if (process.platform !== "linux") giveUp(`vhost-user needs Linux, this is ${process.platform}`);
   if (process.env.VIRTIO_SND_SKIP_NATIVE && process.env.VIRTIO_SND_SKIP_NATIVE !== "0") {
     giveUp("VIRTIO_SND_SKIP_NATIVE is set");
@@ -137,6 +231,26 @@ function main() {
     giveUp(`no sources: ${join(nativeDir, "binding.gyp")} is missing`);
 
   const force = process.argv.includes("--force");
+  const fromSource =
+    process.env.VIRTIO_SND_BUILD_FROM_SOURCE && process.env.VIRTIO_SND_BUILD_FROM_SOURCE !== "0";
+  if (!force && !fromSource) {
+    const prebuilt = prebuiltAddon();
+    if (prebuilt !== null) {
+      try {
+        createRequire(import.meta.url)(prebuilt);
+        // A build of other sources in native/build/ would be loaded first (node-gyp-build's order).
+        const stamp = existsSync(stampPath) ? readFileSync(stampPath, "utf8").trim() : "";
+        if (existsSync(addonPath) && stamp !== sourceHash()) rmSync(addonPath, { force: true });
+        say(`virtio-snd: using the prebuilt native addon (${relative(root, prebuilt)})`);
+        return;
+      } catch (error) {
+        say(
+          `virtio-snd: the prebuilt addon ${relative(root, prebuilt)} does not load here ` +
+            `(${error instanceof Error ? error.message : String(error)}); building from source`,
+        );
+      }
+    }
+  }
   const hash = sourceHash();
   const addon = relative(root, addonPath);
   if (

@@ -15,10 +15,20 @@ export type ErrorCode =
   | "ERR_BACKEND"
   /** An audio backend does not support the requested parameters. */
   | "ERR_BACKEND_NOT_SUPPORTED"
+  /**
+   * The guest-side driver model (src/driver/: SimulatedGuest, play, record,
+   * the driver queues) cannot go on: the device refused or failed a request,
+   * a ring is full, the device returned a buffer the driver never gave it.
+   */
+  | "ERR_DRIVER"
   /** A recorded trace is malformed or cannot be replayed (src/trace/). */
   | "ERR_INVALID_TRACE"
   /** A saved device state is malformed or does not fit the device it is restored into. */
-  | "ERR_INVALID_SNAPSHOT";
+  | "ERR_INVALID_SNAPSHOT"
+  /** Another process serves the vhost-user socket path (a live socket: it was left alone). */
+  | "ERR_SOCKET_IN_USE"
+  /** The vhost-user socket path holds something that is not a socket (a file, a folder), or cannot be used. */
+  | "ERR_SOCKET_PATH";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

@@ -116,6 +116,7 @@ export {
   type StreamConverterOptions,
 } from "./audio/convert.js";
 export { NullBackend, type NullBackendOptions } from "./audio/null-backend.js";
+export { GainBackend, applyGain, dbToGain, gainSupported } from "./audio/gain.js";
 export { PacedInputVoice, openCaptureVoice } from "./audio/paced-input-voice.js";
 export {
   BytesSource,
@@ -134,7 +135,15 @@ export {
   type ControlReply,
   type GuestOptions,
 } from "./driver/simulated-guest.js";
-export { play, record, periodBytesFor, type SessionParams } from "./driver/pcm-session.js";
+export {
+  play,
+  record,
+  periodBytesFor,
+  type CaptureResult,
+  type PcmRateHz,
+  type PlaybackResult,
+  type SessionParams,
+} from "./driver/pcm-session.js";
 export { SplitDriverQueue } from "./driver/split-driver.js";
 export { PackedDriverQueue } from "./driver/packed-driver.js";
 export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";
@@ -186,4 +195,9 @@ export {
   type ReplayResult,
   type ReplayStats,
 } from "./trace/replayer.js";
-export { LiveReplay, traceTxAudio, type LiveReplayOptions } from "./trace/live-replay.js";
+export {
+  LiveReplay,
+  traceTxAudio,
+  type LiveReplayOptions,
+  type LiveReplayRunOptions,
+} from "./trace/live-replay.js";

@@ -1,5 +1,5 @@
 import { type PcmFormatSpec, StreamConverter, isConvertible } from "./convert.js";
-import { BackendError } from "../errors.js";
+import { BackendError, VirtioSndError } from "../errors.js";
 import { VIRTIO_SND_PCM_FMT_FLOAT64 } from "../spec/constants.js";
 import { type PcmParams, fillSilence, frameBytes, silencePattern } from "./pcm-params.js";
 
@@ -173,9 +173,12 @@ export class ToneSource implements CaptureSource {
     this.frequency = options.frequency ?? 440;
     this.level = options.level ?? 0.5;
     if (!Number.isFinite(this.frequency) || this.frequency < 0)
-      throw new RangeError(`tone frequency must be a finite number >= 0, not ${this.frequency}`);
+      throw new VirtioSndError(
+        "ERR_INVALID_CONFIG",
+        `tone frequency must be a finite number >= 0, not ${this.frequency}`,
+      );
     if (!Number.isFinite(this.level) || this.level < 0 || this.level > 1)
-      throw new RangeError(`tone level must be from 0 to 1, not ${this.level}`);
+      throw new VirtioSndError("ERR_INVALID_CONFIG", `tone level must be from 0 to 1, not ${this.level}`);
   }
 
   open(params: CaptureParams): CaptureReader {

@@ -23,6 +23,8 @@ import { type Trace, ringOf } from "../trace/format.js";
 import { LiveReplay, traceTxAudio } from "../trace/live-replay.js";
 import type { ReplayCompletion } from "../trace/replayer.js";
 import { describeStreamEvent } from "./stream-events.js";
+import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
+import { wavDirNotice } from "./wav-dir.js";
 
 /** The trace `npm start` plays: shipped with the package (package.json "files"). */
 export const DEMO_TRACE = fileURLToPath(new URL("../../traces/demo-tune.jsonl", import.meta.url));
@@ -62,26 +64,18 @@ interface Options {
   trace: string;
 }
 
-class UsageError extends Error {}
-
 function parse(args: readonly string[]): Options | "help" {
-  const o: Options = { output: undefined, virtual: false, trace: DEMO_TRACE };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "--help" || arg === "-h") return "help";
-    if (arg === "--virtual") {
-      o.virtual = true;
-      continue;
-    }
-    const eq = arg.indexOf("=");
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    if (flag !== "--output" && flag !== "--trace") throw new UsageError(`unknown option "${arg}"`);
-    const value = eq > 0 ? arg.slice(eq + 1) : args[++i];
-    if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
-    if (flag === "--output") o.output = value;
-    else o.trace = value;
-  }
-  return o;
+  const v = parseCommandLine(args, {
+    output: { type: "string" },
+    trace: { type: "string" },
+    virtual: { type: "boolean" },
+  });
+  if (v === "help") return "help";
+  return {
+    output: typeof v.output === "string" ? v.output : undefined,
+    virtual: v.virtual === true,
+    trace: typeof v.trace === "string" ? v.trace : DEMO_TRACE,
+  };
 }
 
 /** WAV files with clear names, replaced on each run. */
@@ -154,8 +148,8 @@ export async function runDemo(args: readonly string[], io: DemoIo): Promise<numb
     options = parsed;
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    complain(`${err.message}\n\n${DEMO_HELP}`);
-    return 2;
+    complain(usageLine(err, "virtio-snd demo"));
+    return EXIT_USAGE;
   }
 
   // The progress line: rewritten in place on a terminal, an occasional line otherwise.
@@ -199,6 +193,8 @@ export async function runDemo(args: readonly string[], io: DemoIo): Promise<numb
   let sink: AudioBackend;
   try {
     if (options.output !== undefined) {
+      const notice = wavDirNotice(options.output);
+      if (notice !== null) complain(notice);
       sink = await resolveSink(options.output, {
         clock,
         wavBackend: demoWavBackend,

@@ -38,7 +38,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         return await runVhostUser(rest, { out: process.stdout, err: process.stderr });
       }
       default:
-        process.stderr.write(`virtio-snd: unknown command '${command}'\n\n${HELP}`);
+        process.stderr.write(
+          `virtio-snd: unknown ${command.startsWith("-") ? "option" : "command"} "${command}" (see virtio-snd --help)\n`,
+        );
         return 2;
     }
   } catch (err) {

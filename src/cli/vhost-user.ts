@@ -11,6 +11,7 @@ import { createRequire } from "node:module";
 import { extname } from "node:path";
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
 import { type Clock, RealTimeClock } from "../audio/clock.js";
+import { GainBackend } from "../audio/gain.js";
 import { openCaptureVoice } from "../audio/paced-input-voice.js";
 import { type PcmParams, frameBits } from "../audio/pcm-params.js";
 import { type CaptureSource, SilenceSource, ToneSource } from "../audio/sources.js";
@@ -27,8 +28,11 @@ import { WavFileBackend } from "../node/file-backend.js";
 import { WavSource } from "../node/sources.js";
 import { TraceFileWriter } from "../node/trace-file.js";
 import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
-import { VhostUserDaemon } from "../vhost-user/daemon.js";
-import { type NativeBinding, nativeAvailable } from "../vhost-user/native.js";
+import { VhostUserDaemon, claimSocketPath } from "../vhost-user/daemon.js";
+import { type NativeBinding, loadNative, nativeAvailable } from "../vhost-user/native.js";
+import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
+import { wavDirNotice } from "./wav-dir.js";
+import { type StreamMixer, applyMixer, describeControl, mixerControls } from "./mixer.js";
 import { describeStreamEvent } from "./stream-events.js";
 
 export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [options]
@@ -54,13 +58,19 @@ Options:
   --record FILE        record each front-end's session as a trace (JSON Lines, replayable with
                        replayTrace): the first connection to FILE, later ones to FILE with -2,
                        -3, ... before the extension (s.jsonl, s-2.jsonl, ...); files are replaced
+  --controls           a mixer in the guest: per stream a volume (-60 to 0 dB in 0.5 dB steps,
+                       an ALSA dB scale) and a mute switch, "PCM Playback Volume"/"Switch" or
+                       "PCM Capture ...", index N for the Nth stream of its direction; applied
+                       to the audio before the backend (QEMU: vhost-user-snd-pci,controls=on)
   --record-audio full|hash
                        TX audio in the trace: its bytes (default full) or only their SHA-256,
                        far smaller (the replay then checks how much was played, not what)
   -h, --help           this text
 
 Prints one line per stream event; SIGINT or SIGTERM finishes the files, prints what each
-stream played or recorded, and exits.
+stream played or recorded, and exits 0. Exits 2 on a usage error, 3 when another process
+already serves PATH (a stale socket file left by a process that is gone is replaced), 1 on
+any other error.
 `;
 
 export interface VhostUserCommandIo {
@@ -87,9 +97,19 @@ interface Options {
   record: string | undefined;
   recordAudio: "full" | "hash";
   ring: "packed" | "split";
+  controls: boolean;
 }
 
-class UsageError extends Error {}
+/** The exit code when another process serves the socket (distinct from 1, errors, and 2, usage). */
+export const EXIT_SOCKET_IN_USE = 3;
+
+function removeQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+}
 
 function integer(value: string, what: string, min: number, max: number): number {
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
@@ -98,79 +118,62 @@ function integer(value: string, what: string, min: number, max: number): number 
   return n;
 }
 
+const OPTIONS = {
+  socket: { type: "string" },
+  "socket-path": { type: "string" },
+  output: { type: "string" },
+  input: { type: "string" },
+  streams: { type: "string" },
+  jacks: { type: "string" },
+  chmaps: { type: "string" },
+  record: { type: "string" },
+  "record-audio": { type: "string" },
+  ring: { type: "string" },
+  controls: { type: "boolean" },
+} as const;
+
 function parse(args: readonly string[]): Options | "help" {
-  const o: Partial<Options> = {};
-  const names: Record<string, keyof Options | "streams"> = {
-    "--socket": "socket",
-    "--socket-path": "socket",
-    "--output": "output",
-    "--input": "input",
-    "--streams": "streams",
-    "--jacks": "jacks",
-    "--chmaps": "chmaps",
-    "--record": "record",
-    "--record-audio": "recordAudio",
-    "--ring": "ring",
+  const v = parseCommandLine(args, OPTIONS);
+  if (v === "help") return "help";
+  const text = (name: keyof typeof OPTIONS): string | undefined => {
+    const value = v[name];
+    return typeof value === "string" ? value : undefined;
   };
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    if (arg === "--help" || arg === "-h") return "help";
-    const eq = arg.indexOf("=");
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const name = names[flag];
-    if (name === undefined) throw new UsageError(`unknown option "${arg}"`);
-    const value = eq > 0 ? arg.slice(eq + 1) : args[++i];
-    if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
-    switch (name) {
-      case "socket":
-      case "output":
-      case "input":
-      case "record":
-        o[name] = value;
-        break;
-      case "ring":
-        if (value !== "packed" && value !== "split")
-          throw new UsageError(`--ring takes "packed" or "split", not "${value}"`);
-        o.ring = value;
-        break;
-      case "recordAudio":
-        if (value !== "full" && value !== "hash")
-          throw new UsageError(`--record-audio takes "full" or "hash", not "${value}"`);
-        o.recordAudio = value;
-        break;
-      case "streams": {
-        const m = /^(\d+),(\d+)$/.exec(value);
-        if (m === null) throw new UsageError(`--streams takes OUT,IN (two counts), not "${value}"`);
-        o.outputs = integer(m[1]!, "the number of output streams", 0, 16);
-        o.inputs = integer(m[2]!, "the number of input streams", 0, 16);
-        if (o.outputs + o.inputs === 0)
-          throw new UsageError("--streams: the device needs at least one stream");
-        break;
-      }
-      case "jacks":
-        o.jacks = integer(value, "--jacks", 0, 32);
-        break;
-      case "chmaps":
-        o.chmaps = integer(value, "--chmaps", 0, 6);
-        break;
-      default:
-        break;
-    }
-  }
-  if (o.socket === undefined) throw new UsageError("--socket PATH is required");
-  if (o.recordAudio !== undefined && o.record === undefined)
+  const socket = text("socket") ?? text("socket-path");
+  if (socket === undefined) throw new UsageError("--socket PATH is required");
+  const ring = text("ring") ?? "packed";
+  if (ring !== "packed" && ring !== "split")
+    throw new UsageError(`--ring takes "packed" or "split", not "${ring}"`);
+  const recordAudio = text("record-audio");
+  if (recordAudio !== undefined && recordAudio !== "full" && recordAudio !== "hash")
+    throw new UsageError(`--record-audio takes "full" or "hash", not "${recordAudio}"`);
+  const record = text("record");
+  if (recordAudio !== undefined && record === undefined)
     throw new UsageError("--record-audio goes with --record FILE");
+  let outputs = 1;
+  let inputs = 1;
+  const streams = text("streams");
+  if (streams !== undefined) {
+    const m = /^(\d+),(\d+)$/.exec(streams);
+    if (m === null) throw new UsageError(`--streams takes OUT,IN (two counts), not "${streams}"`);
+    outputs = integer(m[1]!, "the number of output streams", 0, 16);
+    inputs = integer(m[2]!, "the number of input streams", 0, 16);
+    if (outputs + inputs === 0) throw new UsageError("--streams: the device needs at least one stream");
+  }
+  const jacks = text("jacks");
+  const chmaps = text("chmaps");
   return {
-    socket: o.socket,
-    output: o.output,
-    input: o.input ?? "silence",
-    outputs: o.outputs ?? 1,
-    inputs: o.inputs ?? 1,
-    jacks: o.jacks ?? 2,
-    chmaps: o.chmaps,
-    record: o.record,
-    recordAudio: o.recordAudio ?? "full",
-    ring: o.ring ?? "packed",
+    socket,
+    output: text("output"),
+    input: text("input") ?? "silence",
+    outputs,
+    inputs,
+    jacks: jacks === undefined ? 2 : integer(jacks, "--jacks", 0, 32),
+    chmaps: chmaps === undefined ? undefined : integer(chmaps, "--chmaps", 0, 6),
+    record,
+    recordAudio: recordAudio ?? "full",
+    ring,
+    controls: v.controls === true,
   };
 }
 
@@ -328,6 +331,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   const complain = (line: string): void => void io.err.write(`virtio-snd vhost-user: ${line}\n`);
   let options: Options;
   let config: SoundConfig;
+  let mixers: StreamMixer[] = [];
   try {
     const parsed = parse(args);
     if (parsed === "help") {
@@ -336,13 +340,19 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     }
     options = parsed;
     config = soundConfig(options);
+    if (options.controls) {
+      const m = mixerControls(config.streams ?? []);
+      config = { ...config, controls: m.controls };
+      mixers = m.mixers;
+    }
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    complain(`${err.message}\n\n${VHOST_USER_HELP}`);
-    return 2;
+    complain(usageLine(err, "virtio-snd vhost-user"));
+    return EXIT_USAGE;
   }
 
-  // Before anything slow (the speaker probe): without the addon nothing can work.
+  // Before anything slow (the speaker probe) or visible (files): without the addon, or
+  // with another daemon on the socket, nothing can work.
   if (io.binding === undefined) {
     const native = nativeAvailable();
     if (!native.ok) {
@@ -350,12 +360,20 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       return 1;
     }
   }
+  try {
+    claimSocketPath(io.binding ?? loadNative(), options.socket);
+  } catch (err) {
+    complain(err instanceof Error ? err.message : String(err));
+    return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
+  }
 
   const clock = io.clock ?? new RealTimeClock();
   const start = clock.now();
   const stamp = (ns: number): string => `[${((ns - start) / 1e9).toFixed(3).padStart(8)} s]`;
   let source: CaptureSource;
   let sink: AudioBackend;
+  const notice = wavDirNotice(options.output);
+  if (notice !== null) complain(notice);
   try {
     source = resolveSource(options.input);
     sink =
@@ -380,7 +398,8 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     }
     return t;
   };
-  const backend = new CommandBackend(sink, source, clock, tally);
+  // The gain (--controls) comes first: the sink and the frame counts get the audio as the guest's mixer left it.
+  const backend = new GainBackend(new CommandBackend(sink, source, clock, tally));
 
   // --record: the first file is made now, so a path that cannot be written fails at once.
   const record = options.record;
@@ -410,8 +429,9 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   } catch (err) {
     backend.close();
     firstWriter?.close();
+    if (record !== undefined) removeQuietly(record);
     complain(err instanceof Error ? err.message : String(err));
-    return 1;
+    return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
   }
 
   // One trace per front-end connection.
@@ -458,6 +478,20 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     say(`${stamp(clock.now())} trace: ${r.recorder.events} events written to ${r.path}`);
   };
   const streams = config.streams ?? [];
+  daemon.on("control", (change) => {
+    if (change.kind !== "value") return;
+    const mixer = mixers.find((m) => m.volumeId === change.controlId || m.muteId === change.controlId);
+    if (mixer !== undefined) applyMixer(backend, mixer, (id) => daemon.device.controls.get(id));
+    say(
+      `${stamp(clock.now())} control ${describeControl(change.control)} (set by the ${change.source})` +
+        (mixer !== undefined
+          ? `: stream ${mixer.streamId} gain ${backend
+              .gain(mixer.streamId)
+              .map((g) => g.toFixed(4))
+              .join(", ")}`
+          : ""),
+    );
+  });
   daemon.on("stream", (e) => {
     if (e.type === "xrun") tally(e.streamId, streams[e.streamId]?.direction ?? "output").xruns++;
     const state = daemon.device.streams[e.streamId]?.state;
@@ -481,27 +515,25 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     else if (e.level === "info" && /^(device reset|memory table)/.test(e.message))
       say(`${stamp(clock.now())} ${e.message}`);
   });
+  // Before the line that says it listens: whoever reads it may signal at once.
+  const signal = io.stop === undefined ? waitForSignal() : undefined;
   say(
     `virtio-snd vhost-user: listening on ${options.socket}: ${options.outputs} output and ${options.inputs} input ` +
-      `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps; ` +
+      `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps` +
+      `${mixers.length > 0 ? `, ${config.controls?.length ?? 0} mixer controls` : ""}; ` +
       `output to ${sink.name}, input from ${options.input}`,
   );
   io.onListening?.(daemon);
 
-  const signal = io.stop === undefined ? waitForSignal() : undefined;
   const why = await (signal?.promise ?? io.stop);
   signal?.dispose();
   // Resetting the device stops every stream and closes its voice: files get their final headers.
-  daemon.close();
+  await daemon.close();
   endRecording();
   if (sessions === 0 && firstWriter !== null && record !== undefined) {
     // No front-end came: no trace, rather than an empty file.
     firstWriter.close();
-    try {
-      unlinkSync(record);
-    } catch {
-      // Already gone.
-    }
+    removeQuietly(record);
     say(`no front-end connected: nothing recorded to ${record}`);
   }
   try {

@@ -1,3 +1,5 @@
+import { VirtioSndError } from "../errors.js";
+
 /** A bump allocator over a range of guest-physical memory, for test drivers. */
 export class BumpAllocator {
   private next: number;
@@ -11,7 +13,8 @@ export class BumpAllocator {
 
   alloc = (size: number, align = 16): number => {
     const addr = Math.ceil(this.next / align) * align;
-    if (addr + size > this.end) throw new Error(`test guest out of memory allocating ${size} bytes`);
+    if (addr + size > this.end)
+      throw new VirtioSndError("ERR_DRIVER", `test guest out of memory allocating ${size} bytes`);
     this.next = addr + size;
     return addr;
   };

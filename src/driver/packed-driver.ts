@@ -1,3 +1,4 @@
+import { VirtioSndError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import {
   RING_EVENT_FLAGS_DESC,
@@ -58,7 +59,8 @@ export class PackedDriverQueue implements DriverQueue {
    */
   constructor(opts: DriverQueueOptions & { indirect?: boolean }) {
     const { mem, alloc, size } = opts;
-    if (!Number.isInteger(size) || size < 1 || size > 32768) throw new Error(`bad packed queue size ${size}`);
+    if (!Number.isInteger(size) || size < 1 || size > 32768)
+      throw new VirtioSndError("ERR_DRIVER", `bad packed queue size ${size}`);
     this.mem = mem;
     this.alloc = alloc;
     this.size = size;
@@ -98,10 +100,11 @@ export class PackedDriverQueue implements DriverQueue {
 
   add(out: readonly Buf[], inn: readonly Buf[], opts?: { indirect?: boolean }): number {
     const total = out.length + inn.length;
-    if (total === 0) throw new Error("a chain needs at least one buffer");
+    if (total === 0) throw new VirtioSndError("ERR_DRIVER", "a chain needs at least one buffer");
     const indirect = opts?.indirect ?? (this.useIndirect && total > 1);
     const slots = indirect ? 1 : total;
-    if (slots > this.numFree || this.freeIds.length === 0) throw new Error("packed ring full");
+    if (slots > this.numFree || this.freeIds.length === 0)
+      throw new VirtioSndError("ERR_DRIVER", "packed ring full");
     const id = this.freeIds.pop()!;
     const mem = this.mem;
     const desc = this.layout.descAddr;
@@ -177,7 +180,7 @@ export class PackedDriverQueue implements DriverQueue {
     const id = mem.readU16(d + 12);
     const len = mem.readU32(d + 8);
     if (id >= this.size || this.slotsOf[id] === 0)
-      throw new Error(`device used buffer id ${id}, which is not in flight`);
+      throw new VirtioSndError("ERR_DRIVER", `device used buffer id ${id}, which is not in flight`);
     const slots = this.slotsOf[id]!;
     const token = this.tokenOf[id]!;
     this.slotsOf[id] = 0;

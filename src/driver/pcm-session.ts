@@ -2,19 +2,48 @@
  * What aplay and arecord make the Linux driver do, on a SimulatedGuest: one
  * message per period of the ALSA buffer, refilled from the completion handler.
  */
+import { VirtioSndError } from "../errors.js";
 import { frameBytes } from "../audio/pcm-params.js";
-import { VIRTIO_SND_S_OK } from "../spec/constants.js";
+import { PCM_RATE_HZ, VIRTIO_SND_S_OK } from "../spec/constants.js";
 import type { Completion, SimulatedGuest } from "./simulated-guest.js";
 
+/**
+ * A frame rate in Hz that the spec names (§5.14.6.6.2). Not a
+ * VIRTIO_SND_PCM_RATE_* constant: those are indexes into the spec's table
+ * (VIRTIO_SND_PCM_RATE_48000 is 7); PCM_RATE_HZ[index] is the rate in Hz.
+ */
+export type PcmRateHz =
+  | 5512
+  | 8000
+  | 11025
+  | 12000
+  | 16000
+  | 22050
+  | 24000
+  | 32000
+  | 44100
+  | 48000
+  | 64000
+  | 88200
+  | 96000
+  | 176400
+  | 192000
+  | 384000;
+
+/** What play() and record() ask the device for, as aplay's and arecord's options would. */
 export interface SessionParams {
+  /** VIRTIO_SND_PCM_FMT_* */
   format: number;
-  rate: number;
+  /** Frames per second, in Hz (48000), NOT a VIRTIO_SND_PCM_RATE_* index (7): the driver model converts. */
+  rate: PcmRateHz;
   channels: number;
   periodBytes: number;
+  /** Periods in the buffer (bufferBytes = periodBytes * periods). */
   periods: number;
   features?: number;
 }
 
+/** What play() did: every TX completion, when it started, how much it queued. */
 export interface PlaybackResult {
   completions: Completion[];
   /** Clock time at START. */
@@ -23,8 +52,22 @@ export interface PlaybackResult {
   queuedBytes: number;
 }
 
+/** A rate that is not a spec rate in Hz (an index given for Hz, most likely) fails here, saying so. */
+function checkRate(p: SessionParams): void {
+  if (PCM_RATE_HZ.includes(p.rate)) return;
+  const asIndex = PCM_RATE_HZ[p.rate];
+  throw new VirtioSndError(
+    "ERR_INVALID_CONFIG",
+    `SessionParams.rate is ${p.rate}: it is in Hz (one of ${[...PCM_RATE_HZ].sort((a, b) => a - b).join(", ")})` +
+      (asIndex !== undefined
+        ? `; ${p.rate} is the VIRTIO_SND_PCM_RATE_* index of ${asIndex} Hz: give ${asIndex}`
+        : ""),
+  );
+}
+
 function check(what: string, status: number): void {
-  if (status !== VIRTIO_SND_S_OK) throw new Error(`${what} failed with status 0x${status.toString(16)}`);
+  if (status !== VIRTIO_SND_S_OK)
+    throw new VirtioSndError("ERR_DRIVER", `${what} failed with status 0x${status.toString(16)}`);
 }
 
 /**
@@ -44,6 +87,7 @@ export function play(
     onCompletion?: (c: Completion) => void;
   } = {},
 ): PlaybackResult {
+  checkRate(p);
   const bufferBytes = p.periodBytes * p.periods;
   check("SET_PARAMS", guest.setParams(streamId, { ...p, bufferBytes, features: p.features ?? 0 }));
   const dma = guest.alloc(bufferBytes, 4096);
@@ -87,6 +131,7 @@ export function play(
   return { completions, startTime, queuedBytes: queued };
 }
 
+/** What record() did: every RX completion, when it started, the bytes recorded. */
 export interface CaptureResult {
   completions: Completion[];
   startTime: number;
@@ -104,6 +149,7 @@ export function record(
   bytes: number,
   p: SessionParams,
 ): CaptureResult {
+  checkRate(p);
   const bufferBytes = p.periodBytes * p.periods;
   check("SET_PARAMS", guest.setParams(streamId, { ...p, bufferBytes, features: p.features ?? 0 }));
   const dma = guest.alloc(bufferBytes, 4096);

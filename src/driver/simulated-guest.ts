@@ -3,6 +3,7 @@
  * sound/virtio driver drives them (probe, set-params, one message per period,
  * prepare, pre-buffered periods, start, stop, release).
  */
+import { VirtioSndError } from "../errors.js";
 import type { AudioBackend } from "../audio/backend.js";
 import { VirtualClock } from "../audio/clock.js";
 import { MemoryBackend, type MemoryBackendOptions } from "../audio/memory-backend.js";
@@ -329,7 +330,7 @@ export class SimulatedGuest {
     if (o.indirect ?? false) features |= bit(VIRTIO_F_INDIRECT_DESC);
     if (o.packed ?? false) features |= bit(VIRTIO_F_RING_PACKED);
     if (o.ctls ?? false) features |= bit(VIRTIO_SND_F_CTLS);
-    if (!this.link.negotiate(features)) throw new Error("features refused");
+    if (!this.link.negotiate(features)) throw new VirtioSndError("ERR_DRIVER", "features refused");
     for (let i = 0; i < 4; i++) {
       // Linux's vring_create_virtqueue takes the device's maximum when it is smaller.
       const size = Math.min(o.queueSize ?? 64, this.link.queueSizeMax(i));
@@ -384,7 +385,8 @@ export class SimulatedGuest {
       responseSize > 0 ? [{ addr: this.ctlResp, len: responseSize }] : [],
     );
     const used = this.queues[VIRTIO_SND_VQ_CONTROL]!.getUsed();
-    if (used === null || used.token !== token) throw new Error("control request not answered synchronously");
+    if (used === null || used.token !== token)
+      throw new VirtioSndError("ERR_DRIVER", "control request not answered synchronously");
     const resp = new Uint8Array(responseSize);
     this.memory.read(this.ctlResp, resp, 0, responseSize);
     const status = used.len >= 4 ? new DataView(resp.buffer).getUint32(0, true) : -1;
@@ -424,7 +426,10 @@ export class SimulatedGuest {
       if (n === 0) return [];
       const r = this.queryInfo(code, 0, n, size);
       if (r.status !== VIRTIO_SND_S_OK)
-        throw new Error(`query 0x${code.toString(16)} failed: 0x${r.status.toString(16)}`);
+        throw new VirtioSndError(
+          "ERR_DRIVER",
+          `query 0x${code.toString(16)} failed: 0x${r.status.toString(16)}`,
+        );
       const dv = new DataView(r.payload.buffer, r.payload.byteOffset, r.payload.byteLength);
       return Array.from({ length: n }, (_, i) => decode(dv, i * size));
     };
@@ -576,7 +581,8 @@ export class SimulatedGuest {
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
       reaped++;
       const io = map.get(u.token);
-      if (io === undefined) throw new Error(`device returned unknown token ${u.token}`);
+      if (io === undefined)
+        throw new VirtioSndError("ERR_DRIVER", `device returned unknown token ${u.token}`);
       map.delete(u.token);
       const statusBytes = new Uint8Array(8);
       if (io.statusAddr >= 0) this.memory.read(io.statusAddr, statusBytes, 0, 8);
@@ -606,7 +612,7 @@ export class SimulatedGuest {
     for (let u = q.getUsed(); u !== null; u = q.getUsed()) {
       reaped++;
       const addr = this.eventBufs.get(u.token);
-      if (addr === undefined) throw new Error("unknown event buffer");
+      if (addr === undefined) throw new VirtioSndError("ERR_DRIVER", "unknown event buffer");
       this.eventBufs.delete(u.token);
       this.events.push({
         code: this.memory.readU32(addr),

@@ -1,3 +1,4 @@
+import { VirtioSndError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import {
   VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -56,7 +57,7 @@ export class SplitDriverQueue implements DriverQueue {
   constructor(opts: DriverQueueOptions & { indirect?: boolean }) {
     const size = opts.size;
     if (!Number.isInteger(size) || size < 1 || size > 32768 || (size & (size - 1)) !== 0) {
-      throw new Error(`bad split queue size ${size}`);
+      throw new VirtioSndError("ERR_DRIVER", `bad split queue size ${size}`);
     }
     this.mem = opts.mem;
     this.alloc = opts.alloc;
@@ -102,14 +103,15 @@ export class SplitDriverQueue implements DriverQueue {
 
   add(out: readonly Buf[], inn: readonly Buf[], opts?: { indirect?: boolean }): number {
     const total = out.length + inn.length;
-    if (total === 0) throw new Error("a chain needs at least one buffer");
+    if (total === 0) throw new VirtioSndError("ERR_DRIVER", "a chain needs at least one buffer");
     const indirect = opts?.indirect ?? (this.indirectDefault && total > 1);
     // §2.7.5.3.1 asks for no chain longer than the queue size; Linux keeps to it
     // for direct chains only, and puts longer scatter-gather lists in indirect tables.
     if (!indirect && total > this.size)
       throw new Error(`chain of ${total} buffers is longer than the queue size ${this.size}`);
     const needed = indirect ? 1 : total;
-    if (needed > this.free) throw new Error(`ring full: ${needed} descriptors needed, ${this.free} free`);
+    if (needed > this.free)
+      throw new VirtioSndError("ERR_DRIVER", `ring full: ${needed} descriptors needed, ${this.free} free`);
 
     const mem = this.mem;
     const head = this.freeHead;
@@ -185,7 +187,7 @@ export class SplitDriverQueue implements DriverQueue {
     const id = mem.readU32(elem);
     const len = mem.readU32(elem + 4);
     if (id >= this.size || this.tokens[id] === 0) {
-      throw new Error(`device returned id ${id}, which is not an outstanding head`);
+      throw new VirtioSndError("ERR_DRIVER", `device returned id ${id}, which is not an outstanding head`);
     }
     const token = this.tokens[id]!;
     this.tokens[id] = 0;

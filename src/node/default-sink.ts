@@ -19,7 +19,8 @@ export interface DefaultSinkOptions {
   clock?: Clock;
   /** Receives the one line that says what was chosen. */
   log?: (line: string) => void;
-  wavBackend: WavBackendFactory;
+  /** Makes the WAV backend when there is no sound device; default: WavFileBackend. */
+  wavBackend?: WavBackendFactory;
   /** Environment for the speaker probe (see SpeakerBackendOptions.env). Default: process.env. */
   env?: NodeJS.ProcessEnv;
   /** ALSA device for speaker. Default: the default device. */
@@ -59,7 +60,7 @@ function shortReason(err: unknown): string {
  * The host's sound device through `speaker` when the probe passes, otherwise
  * WAV files in `dir`. Announces the choice in one line through `log`.
  */
-export async function chooseDefaultSink(options: DefaultSinkOptions): Promise<AudioBackend> {
+export async function chooseDefaultSink(options: DefaultSinkOptions = {}): Promise<AudioBackend> {
   const log = options.log ?? (() => {});
   let reason: string;
   try {
@@ -70,7 +71,8 @@ export async function chooseDefaultSink(options: DefaultSinkOptions): Promise<Au
     reason = shortReason(err);
   }
   const dir = resolve(options.dir ?? process.cwd());
-  const backend = options.wavBackend(dir, options.clock);
+  const factory = options.wavBackend ?? (await loadWavFileBackend());
+  const backend = factory(dir, options.clock);
   log(`audio: no sound device (${reason}); writing WAV files to ${dir}`);
   return backend;
 }

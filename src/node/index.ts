@@ -24,3 +24,12 @@ export { WavFileBackend, type WavFileBackendOptions, type WavFileRecord } from "
 export { WavSource } from "./sources.js";
 export { WavWriter, parseWav, pcmFormatName, readWav, type WavData, type WavWriterOptions } from "./wav.js";
 export { TraceFileWriter, readTraceFile, readTraceLines, type TraceFileWriterOptions } from "./trace-file.js";
+export {
+  VhostUserDaemon,
+  claimSocketPath,
+  type DaemonControlChange,
+  type LogEntry,
+  type VhostUserDaemonEvents,
+  type VhostUserDaemonOptions,
+} from "../vhost-user/daemon.js";
+export { loadNative, nativeAvailable, type LoadNativeOptions } from "../vhost-user/native.js";

@@ -6,6 +6,7 @@ import { closeSync, createReadStream, fsyncSync, openSync, writeSync } from "nod
 import { createInterface } from "node:readline";
 import { type Trace, type TraceEvent, TraceDecoder, TraceError } from "../trace/format.js";
 import type { TraceSink } from "../trace/recorder.js";
+import { VirtioSndError } from "../errors.js";
 
 export interface TraceFileWriterOptions {
   /**
@@ -48,7 +49,7 @@ export class TraceFileWriter implements TraceSink {
   }
 
   write(line: string): void {
-    if (this.fd === null) throw new Error(`trace file ${this.path} is closed`);
+    if (this.fd === null) throw new VirtioSndError("ERR_INVALID_STATE", `trace file ${this.path} is closed`);
     if (line.includes("\n")) throw new TraceError(0, "a trace line cannot contain a newline");
     this.buffer.push(line, "\n");
     this.buffered += line.length + 1;

@@ -28,6 +28,7 @@
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
 import { ByteBuffer } from "../audio/byte-buffer.js";
 import { type Clock, ClockTimer, RealTimeClock, VirtualClock } from "../audio/clock.js";
+import { VirtioSndError } from "../errors.js";
 import type { PcmParams } from "../audio/pcm-params.js";
 import type { VirtioSound } from "../device/virtio-sound.js";
 import { VIRTIO_SND_VQ_TX } from "../spec/constants.js";
@@ -73,6 +74,14 @@ export interface LiveReplayOptions extends ReplayOptions {
   readonly onStreamEvent?: (event: StreamEvent) => void;
 }
 
+export interface LiveReplayRunOptions {
+  /**
+   * Aborting it stops the replay at its next step (a wait is cut short): the
+   * device is reset, as at the end, and run() rejects with signal.reason.
+   */
+  readonly signal?: AbortSignal;
+}
+
 /** How often a real-time replay looks again while it waits for the last completions. */
 const POLL_NS = 5_000_000;
 /** A VirtualClock paced in real time is moved at least this often while a timer is armed (a voice runs). */
@@ -99,6 +108,7 @@ export class LiveReplay {
   private hostStart = 0;
   private virtualStart = 0;
   private started = false;
+  private signal: AbortSignal | undefined;
 
   constructor(input: string | readonly string[] | Trace, options: LiveReplayOptions) {
     this.trace =
@@ -152,24 +162,43 @@ export class LiveReplay {
    * Runs the replay to its end: every event at its time, then until the
    * device has completed what the recording completed (or graceNs passed).
    * The device is reset at the end, so every voice is closed (files finished).
+   * A replay runs once: a second call rejects with ERR_INVALID_STATE.
    */
-  async run(): Promise<ReplayResult> {
-    if (this.started) throw new Error("LiveReplay.run() may be called once");
+  async run(options: LiveReplayRunOptions = {}): Promise<ReplayResult> {
+    if (this.started)
+      throw new VirtioSndError(
+        "ERR_INVALID_STATE",
+        "LiveReplay.run() was called already: a replay runs once",
+      );
     this.started = true;
+    const signal = options.signal;
+    signal?.throwIfAborted();
+    this.signal = signal;
     this.startTime = this.clock.now();
     this.replay.origin = this.startTime;
     this.hostStart = this.host.now();
     this.virtualStart = this.startTime;
     const clock = this.clock;
     try {
-      return await this.replay.runWith((w) =>
-        !(clock instanceof VirtualClock)
-          ? this.advanceReal(w)
-          : this.pace === "real-time"
-            ? this.advancePaced(clock, w)
-            : this.advanceVirtual(clock, w),
-      );
+      const result = await this.replay
+        .runWith((w) => {
+          // Thrown into the replay's loop, which ends it; the reason is rethrown below.
+          signal?.throwIfAborted();
+          return !(clock instanceof VirtualClock)
+            ? this.advanceReal(w)
+            : this.pace === "real-time"
+              ? this.advancePaced(clock, w)
+              : this.advanceVirtual(clock, w);
+        })
+        .catch((err: unknown) => {
+          // The replay wraps what its steps throw (a TraceError naming the line): an abort is not that.
+          signal?.throwIfAborted();
+          throw err;
+        });
+      signal?.throwIfAborted();
+      return result;
     } finally {
+      this.signal = undefined;
       // Undefined when the header's configuration could not build one.
       if ((this.replay.device as VirtioSound | undefined) !== undefined) this.replay.device.reset();
     }
@@ -206,7 +235,11 @@ export class LiveReplay {
       const next = deadline === undefined ? target : Math.min(target, deadline, clock.now() + STEP_NS);
       const hostAt = this.hostStart + (next - this.virtualStart);
       const ms = Math.max(0, (hostAt - this.host.now()) / 1e6);
-      await new Promise<void>((resolve) => setTimeout(resolve, ms));
+      await this.abortable((wake) => {
+        const handle = setTimeout(wake, ms);
+        return () => clearTimeout(handle);
+      });
+      this.signal?.throwIfAborted();
     }
   }
 
@@ -222,6 +255,7 @@ export class LiveReplay {
       const target = r.origin + w.t;
       if (now >= target) break;
       await this.sleepUntil(Math.min(target, now + POLL_NS));
+      this.signal?.throwIfAborted();
       r.settle();
     }
   }
@@ -240,7 +274,29 @@ export class LiveReplay {
 
   private sleepUntil(at: number): Promise<void> {
     if (this.clock.now() >= at) return Promise.resolve();
-    return new Promise((resolve) => this.clock.arm(new ClockTimer(resolve), at));
+    return this.abortable((wake) => {
+      const timer = new ClockTimer(wake);
+      this.clock.arm(timer, at);
+      return () => this.clock.disarm(timer);
+    });
+  }
+
+  /** A wait that `start` begins (returning its cancel), cut short when the run's signal aborts. */
+  private abortable(start: (wake: () => void) => () => void): Promise<void> {
+    const signal = this.signal;
+    return new Promise<void>((resolve) => {
+      const done = (): void => {
+        signal?.removeEventListener("abort", onAbort);
+        resolve();
+      };
+      const cancel = start(done);
+      const onAbort = (): void => {
+        cancel();
+        done();
+      };
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
 }
 

@@ -68,6 +68,7 @@ import type { StreamEvent } from "../stream/pcm-stream.js";
 import type { Chain } from "../virtqueue/chain.js";
 import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
 import type { DeviceQueue } from "../virtqueue/virtqueue.js";
+import { VirtioSndError } from "../errors.js";
 import { firstDifference, sha256Hex, toHex } from "./bytes.js";
 import {
   type AvailEvent,
@@ -565,7 +566,8 @@ export class Replay {
   /** Runs the whole replay on its VirtualClock. */
   run(): ReplayResult {
     const clock = this.clock;
-    if (!(clock instanceof VirtualClock)) throw new TypeError("Replay.run() needs a VirtualClock");
+    if (!(clock instanceof VirtualClock))
+      throw new VirtioSndError("ERR_INVALID_CONFIG", "Replay.run() needs a VirtualClock");
     try {
       const steps = this.steps();
       for (let w = steps.next(); w.done !== true; w = steps.next()) this.advanceVirtual(clock, w.value);

@@ -21,13 +21,35 @@
 import { constants as bufferConstants } from "node:buffer";
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { VirtioSndError } from "../errors.js";
 
-/** Where scripts/build-native.mjs puts the addon (same path from src/ and dist/). */
-export const NATIVE_ADDON_PATH = fileURLToPath(
-  new URL("../../native/build/Release/vhost_user_native.node", import.meta.url),
-);
+/** The package's native/ folder: the addon's sources, its build (build/Release) and prebuilds (prebuilds/). */
+export const NATIVE_DIR = fileURLToPath(new URL("../../native/", import.meta.url));
+
+/** Where scripts/build-native.mjs puts an addon built from source (same path from src/ and dist/). */
+export const NATIVE_ADDON_PATH = join(NATIVE_DIR, "build", "Release", "vhost_user_native.node");
+
+/** The command that builds the addon from source in this installation, whatever installed it. */
+export const NATIVE_BUILD_COMMAND = `node ${JSON.stringify(fileURLToPath(new URL("../../scripts/build-native.mjs", import.meta.url)))}`;
+
+/**
+ * The addon file to load: node-gyp-build's choice in {@link NATIVE_DIR} (a
+ * build from source in build/Release first, then the prebuilt one for this
+ * platform, arch and libc in prebuilds/), or null when there is none.
+ */
+export function findNativeAddon(dir: string = NATIVE_DIR): string | null {
+  try {
+    const gypBuild = createRequire(import.meta.url)("node-gyp-build") as { path(dir: string): string };
+    return gypBuild.path(dir);
+  } catch {
+    // node-gyp-build missing, or no file for this machine: the caller says what to do.
+    return existsSync(join(dir, "build", "Release", "vhost_user_native.node"))
+      ? join(dir, "build", "Release", "vhost_user_native.node")
+      : null;
+  }
+}
 
 /** {@link NativeBinding.poll} event bits (libuv's UV_READABLE and UV_WRITABLE). */
 export const POLL_READABLE = 1;
@@ -190,7 +212,7 @@ export interface NativeBinding {
 }
 
 export interface LoadNativeOptions {
-  /** The .node file to load. Default: {@link NATIVE_ADDON_PATH}. */
+  /** The .node file to load. Default: {@link findNativeAddon}'s. */
   path?: string;
   /** The platform to judge by. Default: process.platform (tests pass another). */
   platform?: NodeJS.Platform;
@@ -224,43 +246,44 @@ function unavailable(reason: string, cause?: unknown): VirtioSndError {
 
 /**
  * The native addon, loaded once per path. Throws a VirtioSndError with code
- * "ERR_BACKEND" saying why it is unavailable: not Linux; not built (the file
- * is missing: run npm rebuild, after installing a C++ compiler, python3 and
- * make); or the loader's own error (an incompatible or corrupt file).
+ * "ERR_BACKEND" saying why it is unavailable and what to do: not Linux; no
+ * addon for this machine (no prebuilt one for its platform, arch and libc, and
+ * none built from source: the message gives the command that builds it); or
+ * the loader's own error (an incompatible or corrupt file).
  */
 export function loadNative(options: LoadNativeOptions = {}): NativeBinding {
   const platform = options.platform ?? process.platform;
-  const path = options.path ?? NATIVE_ADDON_PATH;
   if (platform !== "linux") {
     throw unavailable(
       `it needs Linux (this is ${platform}): its native addon passes file descriptors over Unix sockets and maps memfd shared memory`,
     );
   }
-  const cached = loaded.get(path);
-  if (cached !== undefined) return cached;
-  if (!existsSync(path)) {
+  const path = options.path ?? findNativeAddon();
+  const rebuild =
+    `build it from source with: ${NATIVE_BUILD_COMMAND} ` +
+    "(it compiles a small C addon with node-gyp: it needs a C compiler, make and python3)";
+  if (path === null || !existsSync(path)) {
     throw unavailable(
-      `the native addon is not built (${path} does not exist). Run "npm rebuild virtio-snd" ` +
-        `(or "node scripts/build-native.mjs" in the package); building needs a C++ compiler, python3 and make: ` +
-        `install a C++ compiler and python3 first if they are missing`,
+      `its native addon is missing: ${path ?? `no prebuilt addon for ${process.platform}-${process.arch} in ${join(NATIVE_DIR, "prebuilds")} and none built in ${join(NATIVE_DIR, "build")}`}. ` +
+        rebuild.charAt(0).toUpperCase() +
+        rebuild.slice(1),
     );
   }
+  const cached = loaded.get(path);
+  if (cached !== undefined) return cached;
   let binding: NativeBinding;
   try {
     binding = createRequire(import.meta.url)(path) as NativeBinding;
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    throw unavailable(
-      `the native addon at ${path} does not load: ${message}. Rebuild it: "npm rebuild virtio-snd"`,
-      error,
-    );
+    throw unavailable(`the native addon at ${path} does not load: ${message}. To ${rebuild}`, error);
   }
   const missing = BINDING_FUNCTIONS.filter(
     (name) => typeof (binding as unknown as Record<string, unknown>)[name] !== "function",
   );
   if (missing.length > 0) {
     throw unavailable(
-      `the native addon at ${path} is out of date (it lacks ${missing.join(", ")}). Rebuild it: "npm rebuild virtio-snd"`,
+      `the native addon at ${path} is out of date (it lacks ${missing.join(", ")}). To ${rebuild}`,
     );
   }
   loaded.set(path, binding);

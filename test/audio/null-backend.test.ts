@@ -17,7 +17,7 @@ function params(over: Partial<PcmParams> = {}): PcmParams {
   return {
     direction: C.VIRTIO_SND_D_OUTPUT,
     format: C.VIRTIO_SND_PCM_FMT_S16,
-    rate: 48000,
+    rate: 48000 as const,
     channels: 2,
     bufferBytes: 4 * PERIOD,
     periodBytes: PERIOD,
@@ -114,7 +114,13 @@ describe("NullBackend", () => {
     const guest = new SimulatedGuest({ audioBackend: (clock) => new NullBackend({ clock }) });
     guest.init();
     guest.probe();
-    const p = { format: C.VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2, periodBytes: PERIOD, periods: 4 };
+    const p = {
+      format: C.VIRTIO_SND_PCM_FMT_S16,
+      rate: 48000 as const,
+      channels: 2,
+      periodBytes: PERIOD,
+      periods: 4,
+    };
     const r = play(guest, 0, new Uint8Array(50 * PERIOD).fill(7), p);
     expect(r.completions).toHaveLength(50);
     r.completions.forEach((c, k) => {

@@ -125,9 +125,15 @@ describe("ToneSource", () => {
   });
 
   it("validates its options", () => {
-    expect(() => new ToneSource({ frequency: -1 })).toThrow(RangeError);
-    expect(() => new ToneSource({ frequency: Number.NaN })).toThrow(RangeError);
-    expect(() => new ToneSource({ level: 1.5 })).toThrow(RangeError);
+    expect(() => new ToneSource({ frequency: -1 })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_CONFIG" }),
+    );
+    expect(() => new ToneSource({ frequency: Number.NaN })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_CONFIG" }),
+    );
+    expect(() => new ToneSource({ level: 1.5 })).toThrow(
+      expect.objectContaining({ code: "ERR_INVALID_CONFIG" }),
+    );
     expect(new ToneSource()).toMatchObject({ frequency: 440, level: 0.5 });
   });
 });

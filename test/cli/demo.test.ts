@@ -36,7 +36,10 @@ describe("virtio-snd demo", () => {
     const c = capture();
     const code = await runDemo(["--virtual", "--output", `wav:${out}`], c.io);
     const text = c.text();
-    expect(c.err.join(""), text).toBe("");
+    // The one thing on stderr: the new folder (a temporary one, outside the working directory).
+    expect(c.err.join(""), text).toBe(
+      `virtio-snd demo: creating ${out} for the WAV files: it is outside the working directory (${process.cwd()})\n`,
+    );
     expect(code, text).toBe(0);
 
     const trace = await readTraceFile(DEMO_TRACE);
@@ -132,9 +135,16 @@ describe("virtio-snd demo", () => {
     expect(help.text()).toBe(DEMO_HELP);
     const bad = capture();
     expect(await runDemo(["--packed"], bad.io)).toBe(2);
-    expect(bad.err.join("")).toMatch(/unknown option "--packed"/);
+    expect(bad.err).toEqual(['virtio-snd demo: unknown option "--packed" (see virtio-snd demo --help)\n']);
     const none = capture();
     expect(await runDemo(["--trace"], none.io)).toBe(2);
+    expect(none.err).toEqual(["virtio-snd demo: --trace needs a value (see virtio-snd demo --help)\n"]);
+    const flag = capture();
+    expect(await runDemo(["--virtual=yes"], flag.io)).toBe(2);
+    expect(flag.err.join("")).toMatch(/--virtual takes no value/);
+    const stray = capture();
+    expect(await runDemo(["tune"], stray.io)).toBe(2);
+    expect(stray.err.join("")).toMatch(/unexpected argument "tune"/);
     const missing = capture();
     expect(await runDemo(["--virtual", "--trace", join(dir, "nope.jsonl")], missing.io)).toBe(1);
     expect(missing.err.join("")).toMatch(/cannot read the trace .*nope\.jsonl/);

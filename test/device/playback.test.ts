@@ -16,7 +16,7 @@ function signal(bytes: number, seed = 1): Uint8Array {
   return out;
 }
 
-const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
+const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const PERIOD_10MS = 1920; // 480 frames x 4 bytes
 const MS = 1_000_000;
 

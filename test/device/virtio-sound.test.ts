@@ -61,7 +61,7 @@ import type { QueueLayout } from "../../src/virtqueue/virtqueue.js";
 const MEM = 1 << 20;
 const OK = VIRTIO_SND_S_OK;
 const IO_ERR = VIRTIO_SND_S_IO_ERR;
-const PARAMS = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
+const PARAMS = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const PERIOD = 1920; // 10 ms of 48 kHz S16 stereo
 const PERIOD_NS = 10_000_000;
 const bit = (n: number): bigint => 1n << BigInt(n);

@@ -11,6 +11,7 @@ import { type Clock, VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import { NullBackend } from "../../src/audio/null-backend.js";
 import { chooseDefaultSink, resolveSink } from "../../src/node/default-sink.js";
+import { WavFileBackend } from "../../src/node/file-backend.js";
 
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-sink-"));
 const badConfig = join(dir, "no-card.conf");
@@ -53,6 +54,14 @@ describe("chooseDefaultSink", () => {
     const calls: { dir: string; clock: Clock | undefined }[] = [];
     await chooseDefaultSink({ env: noDeviceEnv, wavBackend: fakeWav(calls) });
     expect(calls.map((c) => c.dir)).toEqual([resolve(process.cwd())]);
+  });
+});
+
+describe("chooseDefaultSink without a WAV factory", () => {
+  it("makes a WavFileBackend", async () => {
+    const backend = await chooseDefaultSink({ dir: join(dir, "own"), env: noDeviceEnv });
+    expect(backend).toBeInstanceOf(WavFileBackend);
+    backend.close?.();
   });
 });
 

@@ -16,7 +16,7 @@ import { prng, soxAvailable, soxInfo, soxSamples32, tempDir } from "./wav-helper
 
 const HAVE_SOX = soxAvailable();
 const MS = 1_000_000;
-const S16_STEREO_48K = { format: C.VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
+const S16_STEREO_48K = { format: C.VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const PERIOD = 1920; // 10 ms
 
 function signal(bytes: number, seed: number): Uint8Array {
@@ -275,7 +275,7 @@ describe("WavFileBackend behind a VirtioSound device", () => {
     ] as const) {
       const path = join(tmp.path, name);
       const wav = readWav(path);
-      expect(wav).toMatchObject({ format: C.VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000 });
+      expect(wav).toMatchObject({ format: C.VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000 as const });
       expect(Buffer.from(wav.data).equals(Buffer.from(data))).toBe(true);
       if (HAVE_SOX) {
         expect(soxInfo(path, "s")).toBe(String(data.length / 4));

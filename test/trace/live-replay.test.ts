@@ -81,7 +81,7 @@ describe("LiveReplay", () => {
     const audio = signal(12 * PERIOD, 21);
     const params = {
       format: VIRTIO_SND_PCM_FMT_S16,
-      rate: 48000,
+      rate: 48000 as const,
       channels: 2,
       periodBytes: PERIOD,
       periods: 4,
@@ -128,10 +128,50 @@ describe("LiveReplay", () => {
     if (!live.ok && !expected.ok) expect(live.message).toBe(expected.message);
   });
 
-  it("runs once", async () => {
+  it("runs once: a second run(), concurrent or later, rejects with ERR_INVALID_STATE", async () => {
     const live = new LiveReplay(trace, { clock: new VirtualClock() });
-    await live.run();
-    await expect(live.run()).rejects.toThrow(/once/);
+    const first = live.run();
+    await expect(live.run()).rejects.toMatchObject({ code: "ERR_INVALID_STATE", message: /runs once/ });
+    expect((await first).ok).toBe(true);
+    await expect(live.run()).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
+  });
+
+  it("an AbortSignal stops a paced run mid-wait: rejects with its reason, the device reset", async () => {
+    const clock = new VirtualClock();
+    const speaker = new MemoryBackend({ clock });
+    const live = new LiveReplay(trace, { clock, pace: "real-time", backend: speaker });
+    const controller = new AbortController();
+    const started = performance.now();
+    let opened = 0;
+    const run = live.run({ signal: controller.signal });
+    // Abort while audio is playing, well before the trace's end.
+    const timer = setInterval(() => {
+      opened = speaker.playbacks.length;
+      if (opened > 0) controller.abort(new Error("enough"));
+    }, 1);
+    await expect(run).rejects.toThrow(/^enough$/);
+    clearInterval(timer);
+    expect(performance.now() - started).toBeLessThan(lastT / 1e6);
+    expect(live.traceTime).toBeLessThan(lastT);
+    expect(speaker.playbacks.every((p) => p.closed)).toBe(true);
+  });
+
+  it("an already aborted signal: run() rejects at once and the replay cannot run again", async () => {
+    const live = new LiveReplay(trace, { clock: new VirtualClock() });
+    await expect(live.run({ signal: AbortSignal.abort() })).rejects.toMatchObject({ name: "AbortError" });
+    await expect(live.run()).rejects.toMatchObject({ code: "ERR_INVALID_STATE" });
+  });
+
+  it("an abort on a RealTimeClock cuts a long wait short", async () => {
+    const late = parseTrace(
+      encodeTrace({ header: trace.header, events: trace.events.map((e) => ({ ...e, t: e.t + 60e9 })) }),
+    );
+    const clock = new RealTimeClock();
+    const live = new LiveReplay(late, { clock, backend: new MemoryBackend({ clock }) });
+    const started = performance.now();
+    const run = live.run({ signal: AbortSignal.timeout(50) });
+    await expect(run).rejects.toMatchObject({ name: "TimeoutError" });
+    expect(performance.now() - started).toBeLessThan(5_000);
   });
 });
 

@@ -11,8 +11,8 @@ import { MemoryTraceSink, TraceRecorder } from "../../src/trace/recorder.js";
 
 export const MS = 1_000_000;
 export const PERIOD = 1920; // 10 ms of 48 kHz S16 stereo
-const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
-const S16_MONO_44K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 44100, channels: 1 };
+const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
+const S16_MONO_44K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 44100 as const, channels: 1 };
 
 /** A deterministic, non-repeating test signal. */
 export function signal(bytes: number, seed = 1): Uint8Array {

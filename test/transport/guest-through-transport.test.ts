@@ -22,7 +22,7 @@ import {
 } from "../../src/spec/constants.js";
 import { signal } from "./helpers.js";
 
-const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
+const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const PERIOD_10MS = 1920;
 const MS = 1_000_000;
 const RUNNING =

@@ -46,13 +46,49 @@ describe("arguments", () => {
     [["--socket", "x", "--bogus"], /unknown option "--bogus"/],
     [["--socket", "x", "--streams", "1"], /--streams takes OUT,IN/],
     [["--socket", "x", "--streams", "0,0"], /at least one stream/],
-    [["--socket", "x", "--jacks", "-1"], /--jacks must be a whole number/],
+    [["--socket", "x", "--jacks=-1"], /--jacks must be a whole number/],
+    [
+      ["--socket", "x", "--jacks", "-1"],
+      /--jacks needs a value \(one starting with "-" goes as --jacks=VALUE\)/,
+    ],
     [["--socket", "x", "--chmaps", "9"], /--chmaps must be a whole number from 0 to 6/],
     [["--socket", "x", "--streams", "0,1", "--chmaps", "3"], /at most 2 channel maps/],
-  ])("%j is a usage error (exit 2)", async (args, message) => {
+    [["--socket", "x", "--socket", "--output", "null"], /--socket needs a value/],
+    [["--socket="], /--socket needs a value/],
+    [["--socket", "x", "--controls=on"], /--controls takes no value/],
+    [["--socket", "x", "extra"], /unexpected argument "extra"/],
+    [["--socket", "x", "--record-audio", "hash"], /--record-audio goes with --record FILE/],
+  ])("%j is a usage error: one line, a pointer to --help, exit 2", async (args, message) => {
     const c = capture();
     expect(await runVhostUser(args, c.io)).toBe(2);
-    expect(c.err.join("")).toMatch(message);
+    expect(c.err).toHaveLength(1);
+    expect(c.err[0]).toMatch(message);
+    expect(c.err[0]).toMatch(/^virtio-snd vhost-user: .* \(see virtio-snd vhost-user --help\)\n$/);
+    expect(c.out).toEqual([]);
+  });
+
+  it("takes --opt=value and --opt value alike, and --socket-path for --socket", async () => {
+    if (native === undefined) return;
+    for (const args of [
+      ["--socket-path", join(dir, "alias.sock"), "--streams=2,0", "--jacks", "0", "--controls"],
+      [`--socket=${join(dir, "alias.sock")}`, "--streams", "2,0", "--jacks=0", "--controls"],
+    ]) {
+      const c = capture();
+      let config = "";
+      expect(
+        await runVhostUser([...args, "--output", "null"], {
+          ...c.io,
+          binding: native,
+          clock: new VirtualClock(),
+          stop: Promise.resolve(),
+          onListening: (d) => (config = `${d.device.streams.length} ${d.device.controls.length}`),
+        }),
+      ).toBe(0);
+      expect(config).toBe("2 4");
+      expect(c.text()).toMatch(
+        /alias\.sock: 2 output and 0 input streams, 0 jacks, 4 channel maps, 4 mixer controls/,
+      );
+    }
   });
 
   it("the main command knows it", async () => {
@@ -222,7 +258,10 @@ describe.skipIf(!status.ok)(suiteName, () => {
     expect(out).toMatch(/front-end connected/);
     expect(out).toMatch(/stream 0 \(output\): played 1920 frames, 0 xruns/);
     expect(out).toMatch(/stream 1 \(input\): recorded 960 frames, 0 xruns/);
-    expect(c.err.join("")).toBe("");
+    // Only the notice of the new folder (a temporary one, outside the working directory).
+    expect(c.err.join("")).toBe(
+      `virtio-snd vhost-user: creating ${wavDir} for the WAV files: it is outside the working directory (${process.cwd()})\n`,
+    );
     expect(readdirSync(wavDir)).toEqual(["stream0-1.wav"]);
   });
 });

@@ -227,7 +227,10 @@ describe.skipIf(!status.ok)(suiteName, () => {
     const make = () =>
       new VhostUserDaemon({ socketPath: path, backend: new MemoryBackend({ clock }), clock, binding: n });
     expect(make).toThrow(
-      expect.objectContaining({ code: "ERR_BACKEND", message: expect.stringMatching(/cannot listen/) }),
+      expect.objectContaining({
+        code: "ERR_SOCKET_PATH",
+        message: expect.stringMatching(/is a regular file, not a socket/),
+      }),
     );
     expect(existsSync(path)).toBe(true);
   });

@@ -157,7 +157,12 @@ export class NativeFrontEnd {
   }
 
   /** Realize and DRIVER_OK, as QEMU 10's vhost-user-snd-pci does them (for the default configuration). */
-  async connect(memTable: "set" | "add", counts = { jacks: 2, streams: 2, chmaps: 6 }): Promise<void> {
+  async connect(
+    memTable: "set" | "add",
+    counts = { jacks: 2, streams: 2, chmaps: 6 },
+    /** Further feature bits to ack (VIRTIO_SND_F_CTLS...). */
+    extraFeatures = 0n,
+  ): Promise<void> {
     const features = await this.u64(VHOST_USER_GET_FEATURES);
     const protocol = await this.u64(VHOST_USER_GET_PROTOCOL_FEATURES);
     this.send(VHOST_USER_SET_PROTOCOL_FEATURES, encodeU64(protocol));
@@ -178,6 +183,7 @@ export class NativeFrontEnd {
 
     let acked = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (this.packed) acked |= bit(VIRTIO_F_RING_PACKED);
+    acked |= extraFeatures;
     check((acked & ~features) === 0n, "the back-end does not offer the features a guest acks");
     this.send(VHOST_USER_SET_FEATURES, encodeU64(acked));
     const region = {

@@ -11,9 +11,9 @@
  * VIRTIO_SND_REQUIRE_NATIVE=1 turns that skip into a failure.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { VirtioSndError } from "../../src/errors.js";
 import {
@@ -21,6 +21,8 @@ import {
   loadNative,
   MMAP_MAX_SIZE,
   NATIVE_ADDON_PATH,
+  NATIVE_BUILD_COMMAND,
+  findNativeAddon,
   nativeAvailable,
   POLL_READABLE,
   POLL_WRITABLE,
@@ -30,6 +32,7 @@ import {
 
 const status = nativeAvailable();
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
+const REPO = resolve(import.meta.dirname, "../..");
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-native-"));
 const PAGE = 4096;
 
@@ -163,7 +166,7 @@ function runChild(
 // ---- loading ----
 
 describe("loadNative / nativeAvailable", () => {
-  it("says why when the .node file is absent: not built, npm rebuild, a compiler and python3", () => {
+  it("says why when the .node file is absent, and the exact command that builds it (a C compiler)", () => {
     const path = join(dir, "absent", "vhost_user_native.node");
     let thrown: unknown;
     try {
@@ -174,11 +177,28 @@ describe("loadNative / nativeAvailable", () => {
     expect(thrown).toBeInstanceOf(VirtioSndError);
     const error = thrown as VirtioSndError;
     expect(error.code).toBe("ERR_BACKEND");
-    expect(error.message).toContain("not built");
-    expect(error.message).toContain(path);
-    expect(error.message).toContain("npm rebuild");
-    expect(error.message).toMatch(/C\+\+ compiler and python3/);
+    expect(error.message).toContain(`its native addon is missing: ${path}`);
+    // Whatever installed the package (npm ci, npm install -g, a tarball): this command builds it.
+    expect(NATIVE_BUILD_COMMAND).toBe(`node ${JSON.stringify(join(REPO, "scripts", "build-native.mjs"))}`);
+    expect(error.message).toContain(`Build it from source with: ${NATIVE_BUILD_COMMAND}`);
+    expect(error.message).toMatch(/C addon with node-gyp: it needs a C compiler, make and python3/);
+    expect(error.message).not.toMatch(/npm ci|npm rebuild|C\+\+/);
     expect(nativeAvailable({ path })).toEqual({ ok: false, reason: error.message });
+  });
+
+  it("finds the addon as node-gyp-build does: a build from source first, then a prebuilt one", () => {
+    const fake = join(dir, "fake-native");
+    expect(findNativeAddon(fake)).toBeNull();
+    const prebuilt = join(fake, "prebuilds", `${process.platform}-${process.arch}`, "node.napi.node");
+    mkdirSync(dirname(prebuilt), { recursive: true });
+    writeFileSync(prebuilt, "");
+    expect(findNativeAddon(fake)).toBe(prebuilt);
+    const built = join(fake, "build", "Release", "vhost_user_native.node");
+    mkdirSync(dirname(built), { recursive: true });
+    writeFileSync(built, "");
+    expect(findNativeAddon(fake)).toBe(built);
+    // This checkout's own.
+    expect(findNativeAddon()).toMatch(/native\/(build\/Release\/vhost_user_native|prebuilds\/.*)\.node$/);
   });
 
   it("says it needs Linux elsewhere", () => {

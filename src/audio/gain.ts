@@ -1,0 +1,282 @@
+/**
+ * Gain in place on PCM samples of every format virtio-snd names, and
+ * GainBackend: an AudioBackend that applies a per-stream, per-channel gain
+ * between the device and the backend it wraps (what a guest's mixer volume
+ * and mute switch do). Core code: no Node built-ins.
+ *
+ * Exactness (what a guest's dB scale promises):
+ * - integer formats (and G.711 through its 16-bit linear value): the signed
+ *   value v becomes round(v * gain), rounding half away from zero (so a
+ *   waveform and its negation stay each other's negation), clamped to the
+ *   format's range; unsigned formats are scaled about their midpoint;
+ * - FLOAT and FLOAT64: x * gain in the format's precision, never clamped;
+ * - gain 0 gives the format's silence (0x80 for U8, 0xff for µ-law...);
+ * - gain 1 on every channel leaves the bytes untouched (bit-exact passthrough);
+ * - formats without linear samples (DSD, IEC958 subframes) pass unscaled.
+ */
+import {
+  VIRTIO_SND_PCM_FMT_A_LAW,
+  VIRTIO_SND_PCM_FMT_FLOAT,
+  VIRTIO_SND_PCM_FMT_FLOAT64,
+  VIRTIO_SND_PCM_FMT_MU_LAW,
+  VIRTIO_SND_PCM_FMT_S16,
+  VIRTIO_SND_PCM_FMT_S18_3,
+  VIRTIO_SND_PCM_FMT_S20,
+  VIRTIO_SND_PCM_FMT_S20_3,
+  VIRTIO_SND_PCM_FMT_S24,
+  VIRTIO_SND_PCM_FMT_S24_3,
+  VIRTIO_SND_PCM_FMT_S32,
+  VIRTIO_SND_PCM_FMT_S8,
+  VIRTIO_SND_PCM_FMT_U16,
+  VIRTIO_SND_PCM_FMT_U18_3,
+  VIRTIO_SND_PCM_FMT_U20,
+  VIRTIO_SND_PCM_FMT_U20_3,
+  VIRTIO_SND_PCM_FMT_U24,
+  VIRTIO_SND_PCM_FMT_U24_3,
+  VIRTIO_SND_PCM_FMT_U32,
+  VIRTIO_SND_PCM_FMT_U8,
+} from "../spec/constants.js";
+import { BackendError, VirtioSndError } from "../errors.js";
+import type { AudioBackend, InputSink, OutputSource, Voice } from "./backend.js";
+import { aLawToLinear, linearToALaw, linearToMuLaw, muLawToLinear } from "./convert.js";
+import type { PcmParams } from "./pcm-params.js";
+
+const INT = 0;
+const FLOAT32 = 1;
+const FLOAT64 = 2;
+const MU_LAW = 3;
+const A_LAW = 4;
+
+interface Sample {
+  readonly kind: number;
+  readonly bytes: number;
+  readonly bits: number;
+  readonly signed: boolean;
+}
+
+const int = (bytes: number, bits: number, signed: boolean): Sample => ({ kind: INT, bytes, bits, signed });
+
+const SAMPLES: ReadonlyMap<number, Sample> = new Map([
+  [VIRTIO_SND_PCM_FMT_MU_LAW, { kind: MU_LAW, bytes: 1, bits: 16, signed: true }],
+  [VIRTIO_SND_PCM_FMT_A_LAW, { kind: A_LAW, bytes: 1, bits: 16, signed: true }],
+  [VIRTIO_SND_PCM_FMT_S8, int(1, 8, true)],
+  [VIRTIO_SND_PCM_FMT_U8, int(1, 8, false)],
+  [VIRTIO_SND_PCM_FMT_S16, int(2, 16, true)],
+  [VIRTIO_SND_PCM_FMT_U16, int(2, 16, false)],
+  [VIRTIO_SND_PCM_FMT_S18_3, int(3, 18, true)],
+  [VIRTIO_SND_PCM_FMT_U18_3, int(3, 18, false)],
+  [VIRTIO_SND_PCM_FMT_S20_3, int(3, 20, true)],
+  [VIRTIO_SND_PCM_FMT_U20_3, int(3, 20, false)],
+  [VIRTIO_SND_PCM_FMT_S24_3, int(3, 24, true)],
+  [VIRTIO_SND_PCM_FMT_U24_3, int(3, 24, false)],
+  [VIRTIO_SND_PCM_FMT_S20, int(4, 20, true)],
+  [VIRTIO_SND_PCM_FMT_U20, int(4, 20, false)],
+  [VIRTIO_SND_PCM_FMT_S24, int(4, 24, true)],
+  [VIRTIO_SND_PCM_FMT_U24, int(4, 24, false)],
+  [VIRTIO_SND_PCM_FMT_S32, int(4, 32, true)],
+  [VIRTIO_SND_PCM_FMT_U32, int(4, 32, false)],
+  [VIRTIO_SND_PCM_FMT_FLOAT, { kind: FLOAT32, bytes: 4, bits: 32, signed: true }],
+  [VIRTIO_SND_PCM_FMT_FLOAT64, { kind: FLOAT64, bytes: 8, bits: 64, signed: true }],
+]);
+
+/** Can gain be applied to samples of this VIRTIO_SND_PCM_FMT_*? (Every linear and G.711 format.) */
+export function gainSupported(format: number): boolean {
+  return SAMPLES.has(format);
+}
+
+/** The linear factor of a level in dB: 10^(dB/20); -Infinity gives 0. */
+export function dbToGain(db: number): number {
+  return db === -Infinity ? 0 : 10 ** (db / 20);
+}
+
+/** round(y), halves away from zero. */
+function roundHalfAway(y: number): number {
+  return y < 0 ? -Math.floor(-y + 0.5) : Math.floor(y + 0.5);
+}
+
+function scaleInt(y: number, bits: number): number {
+  const max = 2 ** (bits - 1) - 1;
+  const r = roundHalfAway(y);
+  return r > max ? max : r < -max - 1 ? -max - 1 : r;
+}
+
+/** Reads the signed value of an integer sample (only its low `bits` bits count). */
+function readInt(b: Uint8Array, o: number, s: Sample): number {
+  let u = 0;
+  for (let i = s.bytes - 1; i >= 0; i--) u = u * 256 + b[o + i]!;
+  const span = 2 ** s.bits;
+  u %= span;
+  const half = span / 2;
+  return s.signed ? (u >= half ? u - span : u) : u - half;
+}
+
+/** Writes a signed value: sign-extended to the container (signed), or offset and zero-extended (unsigned). */
+function writeInt(b: Uint8Array, o: number, s: Sample, v: number): void {
+  const container = 2 ** (8 * s.bytes);
+  let u = s.signed ? (v < 0 ? v + container : v) : v + 2 ** (s.bits - 1);
+  for (let i = 0; i < s.bytes; i++) {
+    b[o + i] = u % 256;
+    u = Math.floor(u / 256);
+  }
+}
+
+/**
+ * Multiplies whole samples of `bytes[offset, offset + length)` (a whole number
+ * of samples) in place: the sample at `offset` is of channel `channel`, and
+ * channel c takes gains[c % gains.length]. Returns the channel of the sample
+ * after the last. Throws ERR_BACKEND_NOT_SUPPORTED for an unknown format.
+ */
+export function applyGain(
+  format: number,
+  channels: number,
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  gains: readonly number[],
+  channel = 0,
+): number {
+  const s = SAMPLES.get(format);
+  if (s === undefined)
+    throw new BackendError(`gain: unknown sample format ${format}`, { notSupported: true });
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = offset + length - (length % s.bytes);
+  let c = channel;
+  for (let o = offset; o < end; o += s.bytes) {
+    const g = gains.length === 0 ? 1 : gains[c % gains.length]!;
+    if (g !== 1) {
+      switch (s.kind) {
+        case FLOAT32:
+          view.setFloat32(o, view.getFloat32(o, true) * g, true);
+          break;
+        case FLOAT64:
+          view.setFloat64(o, view.getFloat64(o, true) * g, true);
+          break;
+        case MU_LAW:
+          bytes[o] = linearToMuLaw(scaleInt(muLawToLinear(bytes[o]!) * g, 16));
+          break;
+        case A_LAW:
+          bytes[o] = linearToALaw(scaleInt(aLawToLinear(bytes[o]!) * g, 16));
+          break;
+        default:
+          writeInt(bytes, o, s, scaleInt(readInt(bytes, o, s) * g, s.bits));
+      }
+    }
+    if (++c === channels) c = 0;
+  }
+  return c;
+}
+
+const isUnity = (gains: readonly number[]): boolean => gains.every((g) => g === 1);
+
+/** Where a voice's byte stream stands: the channel of the current sample, and how far into it. */
+interface Position {
+  channel: number;
+  /** Bytes of the current sample already seen (0 at a sample boundary). */
+  partial: number;
+}
+
+/**
+ * Scales `length` bytes of a voice's stream at `pos`. Buffers end on sample
+ * boundaries (guests send whole frames); a sample split between two buffers
+ * passes unscaled rather than be held back.
+ */
+function scaleStream(
+  params: PcmParams,
+  s: Sample,
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+  gains: readonly number[],
+  pos: Position,
+): void {
+  let o = offset;
+  let n = length;
+  if (pos.partial > 0) {
+    const rest = Math.min(n, s.bytes - pos.partial);
+    o += rest;
+    n -= rest;
+    pos.partial += rest;
+    if (pos.partial < s.bytes) return;
+    pos.partial = 0;
+    pos.channel = (pos.channel + 1) % params.channels;
+  }
+  const whole = n - (n % s.bytes);
+  pos.channel = isUnity(gains)
+    ? (pos.channel + whole / s.bytes) % params.channels
+    : applyGain(params.format, params.channels, bytes, o, whole, gains, pos.channel);
+  pos.partial = n - whole;
+}
+
+/**
+ * An AudioBackend that scales each stream's samples by its gain on the way
+ * between the device and `inner`: output streams after the guest's bytes
+ * leave the stream and before `inner` plays them, input streams after `inner`
+ * captured them and before the guest gets them. Gains change at once, mid
+ * stream included; at unity (the default) bytes pass untouched.
+ */
+export class GainBackend implements AudioBackend {
+  readonly name: string;
+  private readonly gains = new Map<number, readonly number[]>();
+
+  constructor(readonly inner: AudioBackend) {
+    this.name = inner.name;
+  }
+
+  /**
+   * Stream `streamId`'s linear gain per channel: channel c takes
+   * gains[c % gains.length]; 0 mutes; [] or all 1 is unity. A gain that is
+   * negative or not finite throws ERR_INVALID_CONFIG.
+   */
+  setGain(streamId: number, gains: readonly number[]): void {
+    for (const g of gains)
+      if (!Number.isFinite(g) || g < 0)
+        throw new VirtioSndError("ERR_INVALID_CONFIG", `gain: ${g} is not a finite factor >= 0`);
+    this.gains.set(streamId, [...gains]);
+  }
+
+  /** Stream `streamId`'s gains as last set ([] when never set: unity). */
+  gain(streamId: number): readonly number[] {
+    return this.gains.get(streamId) ?? [];
+  }
+
+  openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
+    const s = SAMPLES.get(params.format);
+    // No linear samples to scale (DSD, IEC958 subframes): the stream passes as it is.
+    if (s === undefined) return this.inner.openOutput(streamId, params, source);
+    const pos: Position = { channel: 0, partial: 0 };
+    return this.inner.openOutput(streamId, params, {
+      read: (dest, offset, length) => {
+        const n = source.read(dest, offset, length);
+        scaleStream(params, s, dest, offset, n, this.gain(streamId), pos);
+        return n;
+      },
+      fail: (error) => source.fail(error),
+    });
+  }
+
+  openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
+    const s = SAMPLES.get(params.format);
+    if (s === undefined) return this.inner.openInput(streamId, params, sink);
+    const pos: Position = { channel: 0, partial: 0 };
+    let scratch = new Uint8Array(0);
+    return this.inner.openInput(streamId, params, {
+      write: (src, offset, length) => {
+        const gains = this.gain(streamId);
+        if (isUnity(gains)) {
+          scaleStream(params, s, src, offset, length, gains, pos);
+          return sink.write(src, offset, length);
+        }
+        // The backend's buffer is its own: scale a copy.
+        if (scratch.length < length) scratch = new Uint8Array(length);
+        scratch.set(src.subarray(offset, offset + length));
+        scaleStream(params, s, scratch, 0, length, gains, pos);
+        return sink.write(scratch, 0, length);
+      },
+      fail: (error) => sink.fail(error),
+    });
+  }
+
+  close(): void {
+    this.inner.close?.();
+  }
+}
