@@ -6,6 +6,10 @@ export default defineConfig({
   resolve: {
     alias: [
       {
+        find: /^virtio-snd\/v86$/,
+        replacement: fileURLToPath(new URL("./src/v86/index.ts", import.meta.url)),
+      },
+      {
         find: /^virtio-snd\/node$/,
         replacement: fileURLToPath(new URL("./src/node/index.ts", import.meta.url)),
       },

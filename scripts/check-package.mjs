@@ -113,7 +113,7 @@ write(join(consumer, "package.json"), `${JSON.stringify({ name: "consumer", priv
 // --ignore-scripts: as where install scripts do not run (not approved, or disabled): the prebuilt addon must do.
 const installed = run(
   "npm",
-  ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball],
+  ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball, "v86@0.5.462"],
   {
     cwd: consumer,
   },

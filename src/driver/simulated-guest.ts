@@ -285,7 +285,8 @@ export class SimulatedGuest {
    * device API directly (no `transport`).
    */
   snapshotAndRestore(): { state: Uint8Array; before: MemoryBackend } {
-    if (this.transport !== null) throw new Error("snapshotAndRestore() needs a guest without a transport");
+    if (this.transport !== null)
+      throw new VirtioSndError("ERR_DRIVER", "snapshotAndRestore() needs a guest without a transport");
     const state = this.currentDevice.saveState();
     const before = this.currentBackend;
     this.currentDevice.reset();

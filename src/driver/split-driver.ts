@@ -108,7 +108,10 @@ export class SplitDriverQueue implements DriverQueue {
     // §2.7.5.3.1 asks for no chain longer than the queue size; Linux keeps to it
     // for direct chains only, and puts longer scatter-gather lists in indirect tables.
     if (!indirect && total > this.size)
-      throw new Error(`chain of ${total} buffers is longer than the queue size ${this.size}`);
+      throw new VirtioSndError(
+        "ERR_DRIVER",
+        `chain of ${total} buffers is longer than the queue size ${this.size}`,
+      );
     const needed = indirect ? 1 : total;
     if (needed > this.free)
       throw new VirtioSndError("ERR_DRIVER", `ring full: ${needed} descriptors needed, ${this.free} free`);
