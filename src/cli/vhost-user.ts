@@ -22,6 +22,7 @@ import {
   type JackConfig,
   type SoundConfig,
 } from "../device/config.js";
+import type { DeviceLimits } from "../device/limits.js";
 import { VirtioSndError } from "../errors.js";
 import { chooseDefaultSink, resolveSink } from "../node/default-sink.js";
 import { WavFileBackend } from "../node/file-backend.js";
@@ -62,6 +63,11 @@ Options:
                        an ALSA dB scale) and a mute switch, "PCM Playback Volume"/"Switch" or
                        "PCM Capture ...", index N for the Nth stream of its direction; applied
                        to the audio before the backend (QEMU: vhost-user-snd-pci,controls=on)
+  --max-buffer-bytes N, --max-chain N, --max-control-bytes N
+                       bounds on what a guest can make this process hold (the device's limits):
+                       the largest PCM buffer a stream accepts (default one second of its
+                       largest frames), descriptors in one message (default 1024 or what the
+                       largest buffer needs), one control request's payload (default 65536)
   --record-audio full|hash
                        TX audio in the trace: its bytes (default full) or only their SHA-256,
                        far smaller (the replay then checks how much was played, not what)
@@ -98,6 +104,7 @@ interface Options {
   recordAudio: "full" | "hash";
   ring: "packed" | "split";
   controls: boolean;
+  limits: DeviceLimits;
 }
 
 /** The exit code when another process serves the socket (distinct from 1, errors, and 2, usage). */
@@ -130,6 +137,9 @@ const OPTIONS = {
   "record-audio": { type: "string" },
   ring: { type: "string" },
   controls: { type: "boolean" },
+  "max-buffer-bytes": { type: "string" },
+  "max-chain": { type: "string" },
+  "max-control-bytes": { type: "string" },
 } as const;
 
 function parse(args: readonly string[]): Options | "help" {
@@ -162,6 +172,13 @@ function parse(args: readonly string[]): Options | "help" {
   }
   const jacks = text("jacks");
   const chmaps = text("chmaps");
+  const limit = (name: "max-buffer-bytes" | "max-chain" | "max-control-bytes"): number | undefined => {
+    const value = text(name);
+    return value === undefined ? undefined : integer(value, `--${name}`, 1, 0xffff_ffff);
+  };
+  const maxBufferBytes = limit("max-buffer-bytes");
+  const maxChain = limit("max-chain");
+  const maxControlBytes = limit("max-control-bytes");
   return {
     socket,
     output: text("output"),
@@ -174,6 +191,11 @@ function parse(args: readonly string[]): Options | "help" {
     recordAudio: recordAudio ?? "full",
     ring,
     controls: v.controls === true,
+    limits: {
+      ...(maxBufferBytes !== undefined ? { maxBufferBytes } : {}),
+      ...(maxChain !== undefined ? { maxChain } : {}),
+      ...(maxControlBytes !== undefined ? { maxControlBytes } : {}),
+    },
   };
 }
 
@@ -422,6 +444,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       backend,
       clock,
       config,
+      limits: options.limits,
       packed: options.ring === "packed",
       ...(tracer !== undefined ? { recorder: tracer } : {}),
       ...(io.binding !== undefined ? { binding: io.binding } : {}),

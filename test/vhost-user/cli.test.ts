@@ -91,6 +91,54 @@ describe("arguments", () => {
     }
   });
 
+  it("--max-buffer-bytes, --max-chain and --max-control-bytes set the device's limits; bad values are usage errors", async () => {
+    if (native === undefined) return;
+    const c = capture();
+    let limits = "";
+    expect(
+      await runVhostUser(
+        [
+          "--socket",
+          join(dir, "limits.sock"),
+          "--output",
+          "null",
+          "--max-buffer-bytes",
+          "65536",
+          "--max-chain=64",
+          "--max-control-bytes",
+          "4096",
+        ],
+        {
+          ...c.io,
+          binding: native,
+          clock: new VirtualClock(),
+          stop: Promise.resolve(),
+          onListening: (d) => (limits = JSON.stringify(d.device.limits)),
+        },
+      ),
+    ).toBe(0);
+    expect(JSON.parse(limits)).toEqual({
+      maxBufferBytes: [65536, 65536],
+      maxChain: 64,
+      maxControlBytes: 4096,
+    });
+    for (const bad of [
+      ["--max-chain", "0"],
+      ["--max-buffer-bytes", "lots"],
+    ]) {
+      const e = capture();
+      expect(
+        await runVhostUser(["--socket", join(dir, "bad.sock"), "--output", "null", ...bad], {
+          ...e.io,
+          binding: native,
+          clock: new VirtualClock(),
+          stop: Promise.resolve(),
+        }),
+      ).toBe(2);
+      expect(e.err.join("")).toMatch(new RegExp(`${bad[0]} must be a whole number`));
+    }
+  });
+
   it("the main command knows it", async () => {
     const write = process.stdout.write;
     let printed = "";
