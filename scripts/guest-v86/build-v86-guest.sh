@@ -151,9 +151,9 @@ mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 # ----------------------------------------------------------------- kernel --
-# The kernel has its own cache key (the function below, the config fragment,
-# the source and compiler versions), so that changing only the initramfs part
-# of this script does not recompile it.
+# The kernel has its own cache key (the function below as bash prints it,
+# without comments; the config fragment; the source and compiler versions), so
+# that changing only the initramfs part of this script does not recompile it.
 build_kernel() {
   local src="$WORK/linux" jobs="${V86_GUEST_JOBS:-$(nproc)}" t0=$SECONDS
   log "unpacking $KSRC_TAR"
@@ -188,7 +188,7 @@ build_kernel() {
   [ "${#extra[@]}" -eq 0 ] || log "warning: still enabled although kernel.config turns them off: ${extra[*]}"
 
   log "make -j$jobs ARCH=i386 bzImage"
-  # Fixed build user, host and date (shown by `uname -v`): the same inputs give the same kernel.
+  # A fixed build user, host and date (`uname -v`) rather than this machine's and the time of the build.
   if ! KBUILD_BUILD_USER=vsnd KBUILD_BUILD_HOST=v86-guest KBUILD_BUILD_TIMESTAMP="$KSRC_PKG $KSRC_VERSION" \
     make -C "$src" -j"$jobs" ARCH=i386 bzImage >"$WORK/kbuild.log" 2>&1; then
     tail -n 40 "$WORK/kbuild.log" >&2
