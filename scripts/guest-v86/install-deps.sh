@@ -42,6 +42,12 @@ installed() { # installed PKG...: true when every package is installed
   done
 }
 
+offered() { # offered PKG...: true when apt has a candidate version of every package
+  local out
+  out="$(apt-cache policy "$@" 2>/dev/null || true)"
+  [ "$(grep -c '^ *Candidate: [0-9]' <<<"$out")" -eq "$#" ]
+}
+
 need_update=0
 
 # 1. bookworm-backports (deb822), unless some source already lists it.
@@ -61,7 +67,7 @@ SRC
 fi
 
 # 2. i386 packages (busybox-static, alsa-utils, libc6, ... for the guest).
-if ! dpkg --print-foreign-architectures | grep -qx i386; then
+if ! grep -qx i386 <<<"$(dpkg --print-foreign-architectures)"; then
   log "dpkg --add-architecture i386"
   "${SUDO[@]}" dpkg --add-architecture i386
   need_update=1
@@ -69,10 +75,8 @@ fi
 
 # 3. Refresh the lists when a source or architecture was added, or when the
 #    i386 or backports packages are not in them yet.
-if [ "$need_update" = 0 ]; then
-  policy="$(apt-cache policy "$KERNEL_SOURCE" alsa-utils:i386 2>/dev/null || true)"
-  grep -q 'Candidate: [0-9]' <<<"$(sed -n "/^$KERNEL_SOURCE:/,/^[^ ]/p" <<<"$policy")" || need_update=1
-  grep -q '^alsa-utils:i386:' <<<"$policy" || need_update=1
+if [ "$need_update" = 0 ] && ! offered "$KERNEL_SOURCE" busybox-static:i386 alsa-utils:i386; then
+  need_update=1
 fi
 if [ "$need_update" = 1 ]; then
   log "apt-get update"
@@ -96,8 +100,5 @@ ls /usr/src/"$KERNEL_SOURCE".tar.* >/dev/null 2>&1 || die "/usr/src/$KERNEL_SOUR
 for tool in gcc make bc flex bison cpio xz gzip; do
   command -v "$tool" >/dev/null || die "$tool not on PATH after install"
 done
-# (Capture first: with pipefail, grep -q closing the pipe early would fail the test.)
-policy="$(apt-cache policy busybox-static:i386 alsa-utils:i386)"
-[ "$(grep -c 'Candidate: [0-9]' <<<"$policy")" = 2 ] ||
-  die "i386 packages not offered by apt after adding the architecture"
+offered busybox-static:i386 alsa-utils:i386 || die "i386 packages not offered by apt after adding the architecture"
 log "ok: $(ls /usr/src/"$KERNEL_SOURCE".tar.*)"
