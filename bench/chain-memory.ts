@@ -48,6 +48,6 @@ for (const layout of ["split", "packed"] as const)
     const held: Chain[] = [];
     for (let c = q.pop(); c !== null; c = q.pop()) held.push(c);
     console.log(
-      `${layout} ${size}: ${held.length} chains held, ${q.segmentsHeld} segments admitted, capacity ${q.segmentCapacity} segments = ${((q.segmentCapacity * 12) / 1048576).toFixed(2)} MiB (before: ${((size * n * 12) / 1048576).toFixed(0)} MiB)`,
+      `${layout} ${size}: ${held.length} chains held, ${q.segmentsHeld} segments admitted, capacity ${q.segmentCapacity} segments = ${((q.segmentCapacity * 12) / 1048576).toFixed(2)} MiB (before the bounds, a queue-size table in every chain held ${((size * size * 12) / 1048576).toFixed(0)} MiB)`,
     );
   }
