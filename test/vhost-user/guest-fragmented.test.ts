@@ -32,7 +32,7 @@
  * Skips, saying why, without QEMU >= 10 having vhost-user-snd-pci, or without
  * the native addon. Builds dist/ first when it is missing or older than src/.
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -159,6 +159,8 @@ describe.skipIf(reason !== "")(suite, () => {
     guest = await ensureGuest(undefined, { log: (l) => console.log(l) });
     dir = mkdtempSync(join(tmpdir(), "vsnd-guest-frag-"));
     outDir = join(dir, "out");
+    // Made here, so the daemon has no folder to announce and its stderr stays empty.
+    mkdirSync(outDir);
     tracePath = join(dir, "trace.jsonl");
     input = noise(SAMPLE, 0x7f4a_7c15);
     wav = wavFile(join(dir, "noise.wav"), SAMPLE, input);
