@@ -71,7 +71,7 @@ describe.skipIf(!probe.ok && !required)("v86 guest snapshot mid-playback", () =>
       { bytes: number; saveMs: number; restoreMs: number; vmBytes: number; cardBytes: number } | undefined;
     let cutError: unknown;
 
-    // CPU windows: idle (the guest sleeps) and playing (from aplay's start to the cut).
+    // CPU windows: playing (from aplay's start to the cut) and idle (the guest sleeps after aplay).
     let idleStart: { cpu: NodeJS.CpuUsage; at: number } | undefined;
     let idle: { cpuMs: number; wallMs: number } | undefined;
     let playStart: { cpu: NodeJS.CpuUsage; at: number } | undefined;
@@ -82,11 +82,10 @@ describe.skipIf(!probe.ok && !required)("v86 guest snapshot mid-playback", () =>
     const cpuMs = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1000;
     const onConsole = (line: string) => {
       if (process.env["VSND_GUEST_DEBUG"]) process.stdout.write(line);
+      if (line.startsWith("@@VSND play=")) playStart = { cpu: process.cpuUsage(), at: Date.now() };
       if (line.startsWith("@@VSND idle=")) idleStart = { cpu: process.cpuUsage(), at: Date.now() };
-      if (line.startsWith("@@VSND play=") && idleStart) {
+      if (line.startsWith("@@VSND idle_end=") && idleStart)
         idle = { cpuMs: cpuMs(process.cpuUsage(idleStart.cpu)), wallMs: Date.now() - idleStart.at };
-        playStart = { cpu: process.cpuUsage(), at: Date.now() };
-      }
       if (line.startsWith("@@VSND aplay=") && resumed) {
         const bytes = after.playbacksOf(0)[0]?.data.length ?? 0;
         playingAfter = {
@@ -139,11 +138,12 @@ describe.skipIf(!probe.ok && !required)("v86 guest snapshot mid-playback", () =>
       guest,
       payload: {
         script: [
-          "marker idle 1",
-          "sleep 2",
           "marker play 1",
           "step aplay aplay -D hw:0,0 noise.wav",
           "dmesg > /tmp/dmesg.txt; emit_file dmesg.txt /tmp/dmesg.txt",
+          "marker idle 1",
+          "sleep 3",
+          "marker idle_end 1",
         ].join("\n"),
         files: { "noise.wav": wav },
       },
@@ -159,6 +159,10 @@ describe.skipIf(!probe.ok && !required)("v86 guest snapshot mid-playback", () =>
     });
     const dmesg = new TextDecoder().decode(r.files["dmesg.txt"] ?? new Uint8Array());
     const context = `${describeV86Boot(r)}\n--- console ---\n${r.console}`;
+    console.log(
+      `markers: snd=${r.markers["snd"]} aplay=${r.markers["aplay"]} payload.exit=${r.markers["payload.exit"]}; ` +
+        `cut ${cut ? "done" : "not done"}${cutError ? `, failed: ${String(cutError)}` : ""}`,
+    );
     expect(cutError, context).toBeUndefined();
     expect(r.timedOut, context).toBe(false);
     expect(r.markers["snd"], context).toBe("ready");
