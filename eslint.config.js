@@ -7,7 +7,7 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     // Plain Node scripts (the TypeScript sources get their globals from tsconfig's types).
-    files: ["scripts/**/*.mjs", "bin/**/*.js"],
+    files: ["scripts/**/*.mjs", "bin/**/*.js", "examples/**/*.mjs"],
     languageOptions: {
       globals: { process: "readonly", console: "readonly", Buffer: "readonly", URL: "readonly" },
     },

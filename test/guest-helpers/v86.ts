@@ -204,6 +204,21 @@ export interface V86BootOptions {
   setup?: (emulator: V86) => void | Promise<void>;
   /** Further V86 constructor options (they override the harness' own). */
   v86Options?: Partial<V86Options>;
+  /** Called once the guest runs, with the means to move it to another emulator (a restored snapshot). */
+  onRun?: (control: V86Control) => void;
+}
+
+/** The running guest's emulator, and how to replace it. */
+export interface V86Control {
+  /** The emulator the harness watches now. */
+  readonly emulator: V86;
+  /** The options the guest booted with: a V86 built from them has the same machine. */
+  readonly config: V86Options;
+  /**
+   * Makes `next` the guest's emulator: the harness watches its console from
+   * now on and destroys it at the end. The caller destroys the old one.
+   */
+  replace(next: V86): void;
 }
 
 export interface V86BootResult {
@@ -269,7 +284,7 @@ export async function bootV86Guest(options: V86BootOptions): Promise<V86BootResu
     net_device: { type: "none" } as unknown as NonNullable<V86Options["net_device"]>,
   };
   Object.assign(config, options.v86Options);
-  const emulator = new V86Class(config);
+  let emulator = new V86Class(config);
 
   const lines: string[] = [];
   const markerMs: Record<string, number> = {};
@@ -279,7 +294,7 @@ export async function bootV86Guest(options: V86BootOptions): Promise<V86BootResu
   let finish: (timedOut: boolean) => void = () => {};
   const finished = new Promise<boolean>((resolveDone) => (finish = resolveDone));
   const decoder = new TextDecoder();
-  emulator.add_listener("serial0-output-byte", (byte: number) => {
+  const onByte = (byte: number) => {
     pending.push(byte);
     if (byte !== 0x0a) return;
     const line = decoder.decode(Uint8Array.from(pending));
@@ -294,7 +309,8 @@ export async function bootV86Guest(options: V86BootOptions): Promise<V86BootResu
       // Let the rest of the panic message arrive.
       setTimeout(() => finish(false), 500);
     }
-  });
+  };
+  emulator.add_listener("serial0-output-byte", onByte);
 
   let timer: NodeJS.Timeout | undefined;
   try {
@@ -309,6 +325,17 @@ export async function bootV86Guest(options: V86BootOptions): Promise<V86BootResu
     timer = setTimeout(() => finish(true), options.timeoutMs ?? 120_000);
     started = Date.now();
     await emulator.run();
+    options.onRun?.({
+      get emulator() {
+        return emulator;
+      },
+      config,
+      replace(next: V86) {
+        emulator.remove_listener("serial0-output-byte", onByte);
+        emulator = next;
+        next.add_listener("serial0-output-byte", onByte);
+      },
+    });
     const timedOut = await finished;
     const elapsedMs = Date.now() - started;
     if (pending.length) lines.push(decoder.decode(Uint8Array.from(pending)));
