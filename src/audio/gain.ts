@@ -14,74 +14,22 @@
  * - gain 1 on every channel leaves the bytes untouched (bit-exact passthrough);
  * - formats without linear samples (DSD, IEC958 subframes) pass unscaled.
  */
-import {
-  VIRTIO_SND_PCM_FMT_A_LAW,
-  VIRTIO_SND_PCM_FMT_FLOAT,
-  VIRTIO_SND_PCM_FMT_FLOAT64,
-  VIRTIO_SND_PCM_FMT_MU_LAW,
-  VIRTIO_SND_PCM_FMT_S16,
-  VIRTIO_SND_PCM_FMT_S18_3,
-  VIRTIO_SND_PCM_FMT_S20,
-  VIRTIO_SND_PCM_FMT_S20_3,
-  VIRTIO_SND_PCM_FMT_S24,
-  VIRTIO_SND_PCM_FMT_S24_3,
-  VIRTIO_SND_PCM_FMT_S32,
-  VIRTIO_SND_PCM_FMT_S8,
-  VIRTIO_SND_PCM_FMT_U16,
-  VIRTIO_SND_PCM_FMT_U18_3,
-  VIRTIO_SND_PCM_FMT_U20,
-  VIRTIO_SND_PCM_FMT_U20_3,
-  VIRTIO_SND_PCM_FMT_U24,
-  VIRTIO_SND_PCM_FMT_U24_3,
-  VIRTIO_SND_PCM_FMT_U32,
-  VIRTIO_SND_PCM_FMT_U8,
-} from "../spec/constants.js";
 import { BackendError, VirtioSndError } from "../errors.js";
 import type { AudioBackend, InputSink, OutputSource, Voice } from "./backend.js";
 import { aLawToLinear, linearToALaw, linearToMuLaw, muLawToLinear } from "./convert.js";
 import type { PcmParams } from "./pcm-params.js";
-
-const INT = 0;
-const FLOAT32 = 1;
-const FLOAT64 = 2;
-const MU_LAW = 3;
-const A_LAW = 4;
-
-interface Sample {
-  readonly kind: number;
-  readonly bytes: number;
-  readonly bits: number;
-  readonly signed: boolean;
-}
-
-const int = (bytes: number, bits: number, signed: boolean): Sample => ({ kind: INT, bytes, bits, signed });
-
-const SAMPLES: ReadonlyMap<number, Sample> = new Map([
-  [VIRTIO_SND_PCM_FMT_MU_LAW, { kind: MU_LAW, bytes: 1, bits: 16, signed: true }],
-  [VIRTIO_SND_PCM_FMT_A_LAW, { kind: A_LAW, bytes: 1, bits: 16, signed: true }],
-  [VIRTIO_SND_PCM_FMT_S8, int(1, 8, true)],
-  [VIRTIO_SND_PCM_FMT_U8, int(1, 8, false)],
-  [VIRTIO_SND_PCM_FMT_S16, int(2, 16, true)],
-  [VIRTIO_SND_PCM_FMT_U16, int(2, 16, false)],
-  [VIRTIO_SND_PCM_FMT_S18_3, int(3, 18, true)],
-  [VIRTIO_SND_PCM_FMT_U18_3, int(3, 18, false)],
-  [VIRTIO_SND_PCM_FMT_S20_3, int(3, 20, true)],
-  [VIRTIO_SND_PCM_FMT_U20_3, int(3, 20, false)],
-  [VIRTIO_SND_PCM_FMT_S24_3, int(3, 24, true)],
-  [VIRTIO_SND_PCM_FMT_U24_3, int(3, 24, false)],
-  [VIRTIO_SND_PCM_FMT_S20, int(4, 20, true)],
-  [VIRTIO_SND_PCM_FMT_U20, int(4, 20, false)],
-  [VIRTIO_SND_PCM_FMT_S24, int(4, 24, true)],
-  [VIRTIO_SND_PCM_FMT_U24, int(4, 24, false)],
-  [VIRTIO_SND_PCM_FMT_S32, int(4, 32, true)],
-  [VIRTIO_SND_PCM_FMT_U32, int(4, 32, false)],
-  [VIRTIO_SND_PCM_FMT_FLOAT, { kind: FLOAT32, bytes: 4, bits: 32, signed: true }],
-  [VIRTIO_SND_PCM_FMT_FLOAT64, { kind: FLOAT64, bytes: 8, bits: 64, signed: true }],
-]);
+import {
+  KIND_A_LAW,
+  KIND_FLOAT32,
+  KIND_FLOAT64,
+  KIND_MU_LAW,
+  SAMPLE_FORMATS,
+  type SampleFormat,
+} from "./sample-format.js";
 
 /** Can gain be applied to samples of this VIRTIO_SND_PCM_FMT_*? (Every linear and G.711 format.) */
 export function gainSupported(format: number): boolean {
-  return SAMPLES.has(format);
+  return SAMPLE_FORMATS.has(format);
 }
 
 /** The linear factor of a level in dB: 10^(dB/20); -Infinity gives 0. */
@@ -101,7 +49,7 @@ function scaleInt(y: number, bits: number): number {
 }
 
 /** Reads the signed value of an integer sample (only its low `bits` bits count). */
-function readInt(b: Uint8Array, o: number, s: Sample): number {
+function readInt(b: Uint8Array, o: number, s: SampleFormat): number {
   let u = 0;
   for (let i = s.bytes - 1; i >= 0; i--) u = u * 256 + b[o + i]!;
   const span = 2 ** s.bits;
@@ -111,7 +59,7 @@ function readInt(b: Uint8Array, o: number, s: Sample): number {
 }
 
 /** Writes a signed value: sign-extended to the container (signed), or offset and zero-extended (unsigned). */
-function writeInt(b: Uint8Array, o: number, s: Sample, v: number): void {
+function writeInt(b: Uint8Array, o: number, s: SampleFormat, v: number): void {
   const container = 2 ** (8 * s.bytes);
   let u = s.signed ? (v < 0 ? v + container : v) : v + 2 ** (s.bits - 1);
   for (let i = 0; i < s.bytes; i++) {
@@ -135,7 +83,7 @@ export function applyGain(
   gains: readonly number[],
   channel = 0,
 ): number {
-  const s = SAMPLES.get(format);
+  const s = SAMPLE_FORMATS.get(format);
   if (s === undefined)
     throw new BackendError(`gain: unknown sample format ${format}`, { notSupported: true });
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -145,16 +93,16 @@ export function applyGain(
     const g = gains.length === 0 ? 1 : gains[c % gains.length]!;
     if (g !== 1) {
       switch (s.kind) {
-        case FLOAT32:
+        case KIND_FLOAT32:
           view.setFloat32(o, view.getFloat32(o, true) * g, true);
           break;
-        case FLOAT64:
+        case KIND_FLOAT64:
           view.setFloat64(o, view.getFloat64(o, true) * g, true);
           break;
-        case MU_LAW:
+        case KIND_MU_LAW:
           bytes[o] = linearToMuLaw(scaleInt(muLawToLinear(bytes[o]!) * g, 16));
           break;
-        case A_LAW:
+        case KIND_A_LAW:
           bytes[o] = linearToALaw(scaleInt(aLawToLinear(bytes[o]!) * g, 16));
           break;
         default:
@@ -182,7 +130,7 @@ interface Position {
  */
 function scaleStream(
   params: PcmParams,
-  s: Sample,
+  s: SampleFormat,
   bytes: Uint8Array,
   offset: number,
   length: number,
@@ -240,7 +188,7 @@ export class GainBackend implements AudioBackend {
   }
 
   openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
-    const s = SAMPLES.get(params.format);
+    const s = SAMPLE_FORMATS.get(params.format);
     // No linear samples to scale (DSD, IEC958 subframes): the stream passes as it is.
     if (s === undefined) return this.inner.openOutput(streamId, params, source);
     const pos: Position = { channel: 0, partial: 0 };
@@ -255,7 +203,7 @@ export class GainBackend implements AudioBackend {
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
-    const s = SAMPLES.get(params.format);
+    const s = SAMPLE_FORMATS.get(params.format);
     if (s === undefined) return this.inner.openInput(streamId, params, sink);
     const pos: Position = { channel: 0, partial: 0 };
     let scratch = new Uint8Array(0);
