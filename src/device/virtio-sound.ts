@@ -126,7 +126,8 @@ export class VirtioSound {
   private readonly queues: (DeviceQueue | null)[] = new Array<DeviceQueue | null>(VIRTIO_SND_VQ_MAX).fill(
     null,
   );
-  private readonly dirty: boolean[] = new Array<boolean>(VIRTIO_SND_VQ_MAX).fill(false);
+  /** Queues with used entries not yet considered for an interrupt, one bit per queue index. */
+  private dirty = 0;
   /** Where each queue's areas are, as the driver set them up (kept for snapshots). */
   private readonly layouts: (QueueLayout | null)[] = new Array<QueueLayout | null>(VIRTIO_SND_VQ_MAX).fill(
     null,
@@ -357,7 +358,7 @@ export class VirtioSound {
     for (const s of this.streams) s.reset();
     this.queues.fill(null);
     this.layouts.fill(null);
-    this.dirty.fill(false);
+    this.dirty = 0;
     this.events = null;
     this.driverFeatures = 0n;
     this.featuresAccepted = false;
@@ -602,13 +603,16 @@ export class VirtioSound {
 
   private markUsed(queue: DeviceQueue): void {
     const i = this.queues.indexOf(queue);
-    if (i >= 0) this.dirty[i] = true;
+    if (i >= 0) this.dirty |= 1 << i;
   }
 
   private flush(): void {
+    // Most calls find nothing to do (a kick that only queued messages): one test, not a loop.
+    if (this.dirty === 0) return;
     for (let i = 0; i < VIRTIO_SND_VQ_MAX; i++) {
-      if (!this.dirty[i]) continue;
-      this.dirty[i] = false;
+      const bit = 1 << i;
+      if ((this.dirty & bit) === 0) continue;
+      this.dirty &= ~bit;
       const queue = this.queues[i];
       if (queue !== null && queue !== undefined && queue.needsInterrupt()) {
         this.options.recorder?.interrupt(i);

@@ -114,7 +114,16 @@ export class PcmStream implements OutputSource, InputSink {
   dropped = 0;
   /** Buffers the pending messages hold, and how many they may (set by the device from its limits). */
   private segmentsHeld = 0;
-  segmentShare = Number.POSITIVE_INFINITY;
+  /** No bound until the device sets one; an integer, so the field stays a small integer for V8. */
+  segmentShare = 0x3fff_ffff;
+  /**
+   * A message's data must be whole frames: `frameBits` per frame (0 without
+   * parameters). When the bytes that hold whole frames are the multiples of a
+   * power of two, `frameMask` is that power minus one, which spares the hot
+   * path a division; otherwise it is -1.
+   */
+  private frameBits = 0;
+  private frameMask = -1;
   private completedInCallback = false;
 
   /** Lifetime counters, for summaries. */
@@ -142,6 +151,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.closeVoice();
     this.failAll(VIRTIO_SND_S_IO_ERR);
     this.params = params;
+    this.setFrameUnit(params);
     this.polling = (params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
     this.state = PcmState.ParamsSet;
     this.emit("set-params");
@@ -270,6 +280,7 @@ export class PcmStream implements OutputSource, InputSink {
     }
     this.reset();
     this.params = saved.params;
+    this.setFrameUnit(saved.params);
     this.state = saved.state;
     this.failed = saved.failed;
     this.polling =
@@ -316,6 +327,14 @@ export class PcmStream implements OutputSource, InputSink {
     this.curFilled = 0;
   }
 
+  private setFrameUnit(params: PcmParams | null): void {
+    const bits = params === null ? 0 : frameBits(params.format, params.channels);
+    this.frameBits = bits;
+    // Whole frames fill a multiple of `unit` bytes: bits / gcd(bits, 8).
+    const unit = bits === 0 ? 0 : bits / (bits % 8 === 0 ? 8 : bits % 4 === 0 ? 4 : bits % 2 === 0 ? 2 : 1);
+    this.frameMask = unit > 0 && (unit & (unit - 1)) === 0 ? unit - 1 : -1;
+  }
+
   private pollNow(): void {
     if (!this.polling) return;
     try {
@@ -343,9 +362,9 @@ export class PcmStream implements OutputSource, InputSink {
     } else {
       // §5.14.6.1: a malformed message is BAD_MSG. Data that is not a whole number
       // of frames would shift every later frame: the message is refused whole.
-      const p = this.params!;
       const dataBytes = isOutput ? chain.readableBytes - XFER_SIZE : chain.writableBytes - STATUS_SIZE;
-      if ((dataBytes * 8) % frameBits(p.format, p.channels) !== 0) {
+      const mask = this.frameMask;
+      if (mask >= 0 ? (dataBytes & mask) !== 0 : (dataBytes * 8) % this.frameBits !== 0) {
         status = VIRTIO_SND_S_BAD_MSG;
       } else if (this.segmentsHeld + chain.segmentCount > this.segmentShare) {
         // The stream already holds as many buffers as its share of the queue's

@@ -45,7 +45,8 @@ export class ChainPool {
   /** Segment capacity of every chain this pool created. */
   private capacityTotal = 0;
   private readonly capacityLimit: number;
-  private takenCapacity = 0;
+  /** bounds.maxSegments, kept here for the hot path. */
+  private readonly maxSegments: number;
   /** Chains taken and not yet released. */
   inFlight = 0;
   /** Chains created so far. */
@@ -55,6 +56,7 @@ export class ChainPool {
     readonly bounds: ChainBounds,
     size: number,
   ) {
+    this.maxSegments = bounds.maxSegments;
     this.capacityLimit = 2 * bounds.maxSegments + CHAIN_INITIAL_CAPACITY * size;
   }
 
@@ -67,24 +69,23 @@ export class ChainPool {
       this.capacityTotal += chain.capacity;
     }
     this.inFlight++;
-    this.takenCapacity = chain.capacity;
     return chain;
   }
 
   /** After the walk of the chain last taken: counts its segments in, or faults it when over budget. */
   admit(chain: Chain): void {
-    this.capacityTotal += chain.capacity - this.takenCapacity;
-    if (chain.fault === ChainFault.None && this.held + chain.segmentCount > this.bounds.maxSegments) {
+    if (chain.grownBy !== 0) this.countGrowth(chain);
+    if (chain.fault === ChainFault.None) {
+      const n = chain.readableCount + chain.writableCount;
+      if (this.held + n <= this.maxSegments) {
+        this.held += n;
+        chain.pooledSegments = n;
+        return;
+      }
       chain.fail(ChainFault.OverBudget);
     }
-    if (chain.fault !== ChainFault.None) {
-      // A faulted chain carries no segments: the arrays it grew to find that out go at once.
-      this.trim(chain);
-      return;
-    }
-    const n = chain.segmentCount;
-    this.held += n;
-    chain.pooledSegments = n;
+    // A faulted chain carries no segments: the arrays it grew to find that out go at once.
+    this.trim(chain);
   }
 
   /**
@@ -115,11 +116,18 @@ export class ChainPool {
 
   /** Takes a chain out of flight and back into the pool. */
   release(chain: Chain): void {
+    // A chain whose walk threw was never admitted: its growth is counted here.
+    if (chain.grownBy !== 0) this.countGrowth(chain);
     this.held -= chain.pooledSegments;
     this.trim(chain);
     chain.reset();
     this.free.push(chain);
     this.inFlight--;
+  }
+
+  private countGrowth(chain: Chain): void {
+    this.capacityTotal += chain.grownBy;
+    chain.grownBy = 0;
   }
 
   private trim(chain: Chain): void {

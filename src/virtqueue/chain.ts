@@ -50,14 +50,17 @@ export class Chain {
   /** Non-zero when the chain is malformed: it carries no segments and must be returned with length 0. */
   fault: ChainFault = ChainFault.None;
   /**
-   * The first device-readable buffer, kept even when the chain faults (length 0
-   * when there is none, or it lies outside memory): where a message's header
-   * is, so the device can say which stream lost a message it had to drop.
+   * For a chain that faulted: its first non-empty device-readable buffer
+   * (length 0 when there is none, or it lies outside memory), where a
+   * message's header is, so the device can say which stream lost a message it
+   * had to drop.
    */
   headAddr = 0;
   headLen = 0;
   /** Segments its queue's pool counts against the budget (set by ChainPool). */
   pooledSegments = 0;
+  /** Segment capacity added by growing since the pool last looked (ChainPool accounts for it). */
+  grownBy = 0;
   addr: Float64Array;
   len: Uint32Array;
 
@@ -97,10 +100,6 @@ export class Chain {
 
   /** Appends a segment; the walker has already checked it lies in guest memory. */
   addSegment(addr: number, len: number, writable: boolean): void {
-    if (!writable && this.headLen === 0 && len !== 0) {
-      this.headAddr = addr;
-      this.headLen = len;
-    }
     const i = this.readableCount + this.writableCount;
     if (i === this.addr.length) this.grow();
     this.addr[i] = addr;
@@ -120,8 +119,9 @@ export class Chain {
    * report of the drop uses it.
    */
   noteHead(mem: GuestMemory, entry: number, flagsOffset: number, writeFlag: number): void {
+    // A buffer gathered before the table comes first.
+    if (this.noteGatheredHead() || !mem.contains(entry, 16)) return;
     // Both layouts' descriptors are 16 bytes with le64 addr, le32 len first.
-    if (this.headLen !== 0 || !mem.contains(entry, 16)) return;
     const addr = mem.readU64(entry);
     const len = mem.readU32(entry + 8);
     const flags = mem.readU16(entry + flagsOffset);
@@ -133,6 +133,9 @@ export class Chain {
 
   /** Marks the chain malformed and drops whatever segments were gathered. */
   fail(fault: ChainFault): void {
+    // Where the header was is kept for the device's report of the drop; found
+    // here, not in addSegment, so that well-formed chains do not pay for it.
+    this.noteGatheredHead();
     this.fault = fault;
     this.readableCount = 0;
     this.writableCount = 0;
@@ -140,7 +143,22 @@ export class Chain {
     this.writableBytes = 0;
   }
 
+  /** Takes the first non-empty readable buffer gathered so far as the head, unless one is noted already. */
+  private noteGatheredHead(): boolean {
+    if (this.headLen !== 0) return true;
+    for (let i = 0; i < this.readableCount; i++) {
+      const len = this.len[i]!;
+      if (len !== 0) {
+        this.headAddr = this.addr[i]!;
+        this.headLen = len;
+        return true;
+      }
+    }
+    return false;
+  }
+
   private grow(): void {
+    this.grownBy += this.addr.length;
     const addr = new Float64Array(this.addr.length * 2);
     const len = new Uint32Array(this.len.length * 2);
     addr.set(this.addr);

@@ -12,7 +12,9 @@ import {
   VIRTIO_SND_D_OUTPUT,
   VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
   VIRTIO_SND_EVT_PCM_XRUN,
+  VIRTIO_SND_PCM_FMT_IMA_ADPCM,
   VIRTIO_SND_PCM_FMT_S16,
+  VIRTIO_SND_PCM_FMT_S24_3,
   VIRTIO_SND_PCM_FMT_U8,
   VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS,
   VIRTIO_SND_PCM_F_EVT_XRUNS,
@@ -571,6 +573,35 @@ describe("PcmStream", () => {
         }
       },
     );
+
+    // Frame sizes that are a power of two are checked with a mask, the others by division.
+    it.each([
+      ["S16 mono (2 bytes a frame)", VIRTIO_SND_PCM_FMT_S16, 1, [1, 3, 7], [2, 4, 12]],
+      ["S16, 3 channels (6 bytes)", VIRTIO_SND_PCM_FMT_S16, 3, [2, 4, 8, 16], [6, 12, 18]],
+      ["S24_3 stereo (6 bytes)", VIRTIO_SND_PCM_FMT_S24_3, 2, [3, 4, 10], [6, 24]],
+      ["S16, 5 channels (10 bytes)", VIRTIO_SND_PCM_FMT_S16, 5, [2, 8, 16], [10, 20]],
+      [
+        "IMA ADPCM, 3 channels (12 bits: 3 bytes hold 2 frames)",
+        VIRTIO_SND_PCM_FMT_IMA_ADPCM,
+        3,
+        [1, 2, 4],
+        [3, 6, 9],
+      ],
+      ["IMA ADPCM mono (4 bits: any byte count)", VIRTIO_SND_PCM_FMT_IMA_ADPCM, 1, [], [1, 3, 5]],
+    ])("takes whole frames and refuses the rest: %s", (_n, format, channels, bad, good) => {
+      const rig = new Rig(VIRTIO_SND_D_OUTPUT);
+      toState(
+        rig.stream,
+        PcmState.Running,
+        params({ format, channels, bufferBytes: 1440, periodBytes: 360 }),
+      );
+      for (const bytes of bad) {
+        const m = rig.tx(seq(bytes));
+        expect(rig.enqueue(m), `${bytes} bytes`).toBe(false);
+        expect(rig.txStatus(m).status).toBe(VIRTIO_SND_S_BAD_MSG);
+      }
+      for (const bytes of good) expect(rig.enqueue(rig.tx(seq(bytes))), `${bytes} bytes`).toBe(true);
+    });
 
     it.each([
       ["header and data in one segment", [4 + 20]],
