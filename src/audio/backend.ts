@@ -27,8 +27,13 @@ export interface InputSink {
 
 /** A playing or recording channel of a backend, for one prepared stream. */
 export interface Voice {
-  /** Begins consuming (output) or producing (input) on the voice's clock. */
-  start(): void;
+  /**
+   * Begins consuming (output) or producing (input) on the voice's clock.
+   * `aheadNs` (a restored snapshot) starts the voice that far into its
+   * schedule, as if it had started that long ago: it takes at once the audio
+   * already due. A negative value delays the start.
+   */
+  start(aheadNs?: number): void;
   /** Pauses; start() resumes. Bytes already taken stay taken. */
   stop(): void;
   /** Frees the voice; it makes no further calls to its source or sink. */
@@ -39,6 +44,12 @@ export interface Voice {
    * The stream reports this as latency_bytes (§5.14.6.8).
    */
   latencyBytes(): number;
+  /**
+   * Optional: how far a running voice is behind its clock, in ns: the audio
+   * due and not yet taken (its timer is late), up to the chunk in progress.
+   * A snapshot keeps it, so the restored voice owes the guest the same audio.
+   */
+  lagNs?(): number;
 }
 
 /**

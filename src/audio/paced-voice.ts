@@ -32,10 +32,10 @@ export abstract class PacedVoice implements Voice {
     this.timer = new ClockTimer(() => this.onTimer());
   }
 
-  start(): void {
+  start(aheadNs = 0): void {
     if (this.running || this.closed) return;
     this.running = true;
-    this.runStart = this.clock.now();
+    this.runStart = this.clock.now() - (Number.isFinite(aheadNs) ? Math.round(aheadNs) : 0);
     this.runFrames = 0;
     this.armNext();
   }
@@ -54,6 +54,11 @@ export abstract class PacedVoice implements Voice {
 
   latencyBytes(): number {
     return 0;
+  }
+
+  lagNs(): number {
+    if (!this.running) return 0;
+    return this.clock.now() - (this.runStart + framesToNs(this.runFrames, this.params.rate));
   }
 
   get isRunning(): boolean {

@@ -19,7 +19,7 @@
 import type { PcmParams } from "../audio/pcm-params.js";
 import { VirtioSndError } from "../errors.js";
 import { PcmState } from "../stream/pcm-state.js";
-import type { PcmStreamState } from "../stream/pcm-stream.js";
+import { MAX_LAG_NS, type PcmStreamState } from "../stream/pcm-stream.js";
 import type { ChainState, QueueLayout, RingState } from "../virtqueue/virtqueue.js";
 import type { ControlState } from "./controls.js";
 
@@ -198,6 +198,8 @@ function stream(v: unknown, where: string): PcmStreamState {
     dropped: int(o["dropped"], `${where}.dropped`),
     bytesTotal: int(o["bytesTotal"], `${where}.bytesTotal`),
     xruns: int(o["xruns"], `${where}.xruns`),
+    // Absent in states saved before it was kept: no lag.
+    lagNs: o["lagNs"] === undefined ? 0 : int(o["lagNs"], `${where}.lagNs`, -MAX_LAG_NS, MAX_LAG_NS),
   };
 }
 

@@ -28,6 +28,7 @@ import {
   encodeSndConfig,
 } from "../spec/structs.js";
 import {
+  MAX_LAG_NS,
   PcmStream,
   StatusScratch,
   type StreamEvent,
@@ -378,7 +379,8 @@ export class VirtioSound {
    * cursors, jacks, controls, waiting events. With the guest's memory saved at
    * the same moment, restoreState() on a new device (same config) carries on
    * exactly: no frame lost or repeated. Call it between two device calls, as
-   * an emulator's save does.
+   * an emulator's save does. A running voice's lag behind its clock is kept,
+   * so a late timer at the save costs the restored stream no time.
    */
   saveState(): Uint8Array {
     const snapshot: DeviceSnapshot = {
@@ -408,10 +410,21 @@ export class VirtioSound {
    * Takes a state saveState() produced, on a device built with the same
    * config over the restored guest memory. Writes nothing to guest memory;
    * opens a voice for every stream that had one (started if it was running).
-   * Throws ERR_INVALID_SNAPSHOT for bytes that are not such a state or do not
-   * fit this device, leaving the device reset.
+   * `elapsedNs`: how long the guest's clock ran between the save and now
+   * (negative when the guest will re-run time the device already played, as
+   * when the device was saved after the machine); a running voice starts that
+   * much further into its schedule, so its audio stays in step with the
+   * guest's clock. Default 0: the guest's clock stood still as long as the
+   * device. Throws ERR_INVALID_SNAPSHOT for bytes that are not such a state
+   * or do not fit this device, leaving the device reset; ERR_INVALID_CONFIG
+   * for an elapsedNs that is not a finite number.
    */
-  restoreState(data: Uint8Array): void {
+  restoreState(data: Uint8Array, options: { readonly elapsedNs?: number } = {}): void {
+    const elapsed = options.elapsedNs ?? 0;
+    if (typeof elapsed !== "number" || !Number.isFinite(elapsed)) {
+      throw new VirtioSndError("ERR_INVALID_CONFIG", `elapsedNs ${String(elapsed)} is not a finite number`);
+    }
+    const elapsedNs = Math.max(-MAX_LAG_NS, Math.min(MAX_LAG_NS, Math.round(elapsed)));
     const s = decodeSnapshot(data);
     const card = {
       streams: this.streams.length,
@@ -447,7 +460,7 @@ export class VirtioSound {
         const stream = this.streams[i]!;
         const queue =
           this.queues[stream.direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX] ?? null;
-        stream.restoreState(st, queue);
+        stream.restoreState(st, queue, elapsedNs);
       });
       s.dropsReported.forEach((b, i) => (this.unattributedDropReported[i] = b));
       if (s.broken !== null) this.broken = new VirtqueueBrokenError(s.broken);

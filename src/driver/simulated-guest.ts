@@ -282,9 +282,10 @@ export class SimulatedGuest {
    * voices), and restores the state into a new device with a new memory
    * backend over the same guest memory. Returns the bytes and the retired
    * backend (what was played before the cut). Only for a guest that calls the
-   * device API directly (no `transport`).
+   * device API directly (no `transport`). `elapsedNs`: the guest's clock ran
+   * that long between the save and the restore (VirtioSound.restoreState).
    */
-  snapshotAndRestore(): { state: Uint8Array; before: MemoryBackend } {
+  snapshotAndRestore(options: { elapsedNs?: number } = {}): { state: Uint8Array; before: MemoryBackend } {
     if (this.transport !== null)
       throw new VirtioSndError("ERR_DRIVER", "snapshotAndRestore() needs a guest without a transport");
     const state = this.currentDevice.saveState();
@@ -297,7 +298,7 @@ export class SimulatedGuest {
         this.needsReset = e;
       },
     });
-    this.currentDevice.restoreState(state);
+    this.currentDevice.restoreState(state, options);
     return { state, before };
   }
 

@@ -447,11 +447,11 @@ class SpeakerOutputVoice extends PacedVoice {
     this.scratch = new Uint8Array(converter !== null ? this.chunkBytes : 0);
   }
 
-  override start(): void {
+  override start(aheadNs = 0): void {
     if (this.isRunning || this.closing || this.failed) return;
     const now = this.clock.now();
     const residual = this.unplayedFrames(now);
-    super.start();
+    super.start(aheadNs);
     if (!this.isRunning) return;
     this.playStart = now;
     this.framesQueued = residual;

@@ -22,6 +22,9 @@ import { PcmCommand, PcmState, acceptsIo, commandAllowed } from "./pcm-state.js"
 const XFER_SIZE = 4;
 const STATUS_SIZE = 8;
 
+/** The most lag a snapshot keeps (a minute): past it a restored voice would only replay a stall. */
+export const MAX_LAG_NS = 60_000_000_000;
+
 /** What happened to a stream, for logs and tests. */
 export type StreamEventType =
   "set-params" | "prepare" | "start" | "stop" | "release" | "xrun" | "error" | "dropped";
@@ -53,6 +56,12 @@ export interface PcmStreamState {
   readonly dropped: number;
   readonly bytesTotal: number;
   readonly xruns: number;
+  /**
+   * How far the running voice was behind its clock at the save (Voice.lagNs),
+   * ns: the restored voice starts that far into its schedule, so the audio
+   * due by the saved moment is not owed twice or skipped.
+   */
+  readonly lagNs: number;
 }
 
 /** What a stream needs from the device that owns it. */
@@ -264,17 +273,29 @@ export class PcmStream implements OutputSource, InputSink {
       dropped: this.dropped,
       bytesTotal: this.bytesTotal,
       xruns: this.xruns,
+      lagNs: this.state === PcmState.Running ? this.voiceLag() : 0,
     };
+  }
+
+  private voiceLag(): number {
+    try {
+      const lag = this.voice?.lagNs?.() ?? 0;
+      return Number.isFinite(lag) ? Math.max(-MAX_LAG_NS, Math.min(MAX_LAG_NS, Math.round(lag))) : 0;
+    } catch {
+      return 0;
+    }
   }
 
   /**
    * Takes a saved state on a fresh stream: its messages back from `queue`,
    * and a new voice where the stream had one (started if it was running), so
-   * playback carries on from the byte where it was saved. Throws
-   * ERR_INVALID_SNAPSHOT (or the queue's VirtqueueBrokenError) for a state
-   * that does not fit.
+   * playback carries on from the byte where it was saved. `elapsedNs`: how
+   * long the guest's clock has run since the save (negative: it will re-run
+   * that much); a running voice starts that much further into its schedule,
+   * plus the lag it had. Throws ERR_INVALID_SNAPSHOT (or the queue's
+   * VirtqueueBrokenError) for a state that does not fit.
    */
-  restoreState(saved: PcmStreamState, queue: DeviceQueue | null): void {
+  restoreState(saved: PcmStreamState, queue: DeviceQueue | null, elapsedNs = 0): void {
     if (saved.pending.length > 0 && queue === null) {
       throw new VirtioSndError("ERR_INVALID_SNAPSHOT", `stream ${this.id}: saved messages but no queue`);
     }
@@ -307,7 +328,7 @@ export class PcmStream implements OutputSource, InputSink {
           this.direction === VIRTIO_SND_D_OUTPUT
             ? this.host.backend.openOutput(this.id, this.params, this)
             : this.host.backend.openInput(this.id, this.params, this);
-        if (this.state === PcmState.Running) this.voice.start();
+        if (this.state === PcmState.Running) this.voice.start(saved.lagNs + elapsedNs);
       } catch (err) {
         // The new host cannot play it: the stream fails its messages, as a voice failing at PREPARE does.
         this.failed = true;

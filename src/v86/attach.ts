@@ -49,17 +49,70 @@ export interface V86Sound {
    */
   detach(): void;
   /**
-   * The card's state: the transport's registers and the device's own snapshot.
-   * Save it beside v86's save_state() and restore it after v86's restore_state()
-   * (ERR_INVALID_SNAPSHOT for bytes that are not such a state).
+   * The card's state: the transport's registers, the device's own snapshot
+   * and the guest's clock. Save it in the same tick as v86's save_state()
+   * (the emulator stopped, before or after it), and restore it after v86's
+   * restore_state(), before the emulator runs (ERR_INVALID_SNAPSHOT for bytes
+   * that are not such a state). The guest's clock ran on between the two
+   * calls of each pair: the restored streams start that far into their
+   * schedule, so the guest finds its audio where its clock expects it.
    */
   saveState(): Uint8Array;
   restoreState(bytes: Uint8Array): void;
 }
 
-/** "VSND" then "V86\0": the container of saveState(). */
+/**
+ * "VSND" then "V86\0": the container of saveState(). Version 2: magic, u32
+ * version, f64 guest time at the save and f64 guest time when the emulator
+ * stopped (ns; NaN when unknown or running), u32 length + transport state,
+ * u32 length + device state. Version 1 lacks the two times.
+ */
 const MAGIC = [0x56, 0x53, 0x4e, 0x44, 0x56, 0x38, 0x36, 0x00];
-const SNAPSHOT_VERSION = 1;
+const SNAPSHOT_VERSION = 2;
+const TIMES_BYTES = 16;
+/** v86's time-stamp counter counts 10^6 per millisecond of its clock (TSC_RATE): one per ns. */
+const TSC_PER_NS = 1;
+/** A restore trusts no more than this much elapsed guest time (10 s): more means the states are not a pair. */
+const MAX_ELAPSED_NS = 10_000_000_000;
+
+/**
+ * The guest's clock in ns: its time-stamp counter, which v86 saves and
+ * restores with the machine (its timers and the kernel's clock follow it).
+ * null when this v86 does not expose it.
+ */
+function guestNs(cpu: V86Cpu): number | null {
+  const tsc = cpu.current_tsc;
+  if (typeof cpu.store_current_tsc !== "function" || tsc === undefined || tsc.length !== 2) return null;
+  cpu.store_current_tsc();
+  const ns = ((tsc[1]! >>> 0) * 2 ** 32 + (tsc[0]! >>> 0)) / TSC_PER_NS;
+  return Number.isFinite(ns) ? ns : null;
+}
+
+const U64 = 1n << 64n;
+
+/**
+ * Sets the guest's clock to `ns` (to within a millisecond); false when this
+ * v86 cannot. v86 0.5's set_tsc(v) does not make the counter read v: it keeps
+ * the offset it had (the counter reads v + now - what it read before, as
+ * restore_state()'s own call finds it on a fresh emulator). So the value
+ * passed is worked out from a reading just before, and the result checked.
+ */
+function setGuestNs(cpu: V86Cpu, ns: number): boolean {
+  if (typeof cpu.set_tsc !== "function" || !Number.isFinite(ns) || ns < 0) return false;
+  const target = Math.round(ns * TSC_PER_NS);
+  if (!Number.isSafeInteger(target)) return false;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const before = guestNs(cpu);
+    if (before === null) return false;
+    // v86's clock in TSC ticks (its microtick is performance.now()).
+    const host = BigInt(Math.round(performance.now() * 1e6 * TSC_PER_NS));
+    const v = (((BigInt(target) - host + BigInt(Math.round(before * TSC_PER_NS))) % U64) + U64) % U64;
+    cpu.set_tsc(Number(v & 0xffff_ffffn), Number(v >> 32n));
+    const after = guestNs(cpu);
+    if (after !== null && Math.abs(after - ns) < 1_000_000) return true;
+  }
+  return false;
+}
 
 /** The emulator's CPU, once v86 has loaded (the `emulator-loaded` event). */
 function cpuOf(emulator: V86Emulator): V86Cpu {
@@ -122,6 +175,19 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
 
   const pciId = choosePciId(pci, options.pciSlot);
   let attached = false;
+  // The guest's clock (its TSC) keeps running while the emulator is stopped, and
+  // restore_state() restarts it before it unpacks the memory. Where it stood when the
+  // guest last ran is the moment a snapshot holds, and where it resumes.
+  let running = false;
+  let stoppedAt = Number.NaN;
+  const onStarted = (): void => {
+    running = true;
+    stoppedAt = Number.NaN;
+  };
+  const onStopped = (): void => {
+    running = false;
+    stoppedAt = guestNs(cpu) ?? Number.NaN;
+  };
   let line = false;
   /** After a restore the level is passed on even if it looks unchanged: v86's own state was replaced. */
   let force = false;
@@ -183,6 +249,8 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
   }
   pci.register_device(v86Device);
   attached = true;
+  emulator.add_listener?.("emulator-started", onStarted);
+  emulator.add_listener?.("emulator-stopped", onStopped);
 
   const ownReboot = Object.prototype.hasOwnProperty.call(cpu, "reboot_internal");
   const previousReboot = cpu.reboot_internal;
@@ -215,18 +283,25 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
         if (ownReboot) cpu.reboot_internal = previousReboot;
         else delete cpu.reboot_internal;
       }
+      emulator.remove_listener?.("emulator-started", onStarted);
+      emulator.remove_listener?.("emulator-stopped", onStopped);
     },
     saveState(): Uint8Array {
+      // The guest's clock and the device's state at the same instant (the voices keep their lag).
+      const time = guestNs(cpu) ?? Number.NaN;
       const t = transport.saveState();
       const d = device.saveState();
-      const out = new Uint8Array(MAGIC.length + 12 + t.length + d.length);
+      const head = MAGIC.length + 4 + TIMES_BYTES;
+      const out = new Uint8Array(head + 8 + t.length + d.length);
       const dv = new DataView(out.buffer);
       out.set(MAGIC, 0);
       dv.setUint32(MAGIC.length, SNAPSHOT_VERSION, true);
-      dv.setUint32(MAGIC.length + 4, t.length, true);
-      out.set(t, MAGIC.length + 8);
-      dv.setUint32(MAGIC.length + 8 + t.length, d.length, true);
-      out.set(d, MAGIC.length + 12 + t.length);
+      dv.setFloat64(MAGIC.length + 4, time, true);
+      dv.setFloat64(MAGIC.length + 12, running ? Number.NaN : stoppedAt, true);
+      dv.setUint32(head, t.length, true);
+      out.set(t, head + 4);
+      dv.setUint32(head + 4 + t.length, d.length, true);
+      out.set(d, head + 8 + t.length);
       return out;
     },
     restoreState(bytes: Uint8Array): void {
@@ -236,20 +311,51 @@ export function attachToV86(emulator: V86Emulator, options: AttachToV86Options):
       if (!(bytes instanceof Uint8Array) || bytes.length < MAGIC.length + 12) bad();
       if (MAGIC.some((b, i) => bytes[i] !== b)) bad();
       const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-      if (dv.getUint32(MAGIC.length, true) !== SNAPSHOT_VERSION) bad();
-      const tLen = dv.getUint32(MAGIC.length + 4, true);
-      if (MAGIC.length + 12 + tLen > bytes.length) bad();
-      const dLen = dv.getUint32(MAGIC.length + 8 + tLen, true);
-      if (MAGIC.length + 12 + tLen + dLen !== bytes.length) bad();
-      const t = bytes.subarray(MAGIC.length + 8, MAGIC.length + 8 + tLen);
-      const d = bytes.subarray(MAGIC.length + 12 + tLen);
+      const version = dv.getUint32(MAGIC.length, true);
+      if (version !== 1 && version !== SNAPSHOT_VERSION) bad();
+      // Version 1 has no guest times.
+      const head = MAGIC.length + 4 + (version === 1 ? 0 : TIMES_BYTES);
+      if (bytes.length < head + 8) bad();
+      const time = (at: number): number => {
+        const v = version === 1 ? Number.NaN : dv.getFloat64(at, true);
+        if (!Number.isNaN(v) && !(Number.isFinite(v) && v >= 0)) bad();
+        return v;
+      };
+      const savedAt = time(MAGIC.length + 4);
+      const savedStop = time(MAGIC.length + 12);
+      const tLen = dv.getUint32(head, true);
+      if (head + 8 + tLen > bytes.length) bad();
+      const dLen = dv.getUint32(head + 4 + tLen, true);
+      if (head + 8 + tLen + dLen !== bytes.length) bad();
+      const t = bytes.subarray(head + 4, head + 4 + tLen);
+      const d = bytes.subarray(head + 8 + tLen);
+
+      // restore_state() restarted the guest's clock from its saved value and ran it on while it
+      // unpacked the memory (hundreds of ms on a loaded host): the guest would resume to find
+      // that time gone, with no audio played in it, and ALSA fails the write (EIO) once it
+      // passes 1.1 buffers. Before the guest runs, put its clock back where it stopped (a
+      // moment the restored guest never saw pass), then start the voices as far into their
+      // schedule as the guest's clock has run since the card was saved (with their lag).
+      const now = guestNs(cpu);
+      const rewind =
+        !running &&
+        now !== null &&
+        typeof cpu.set_tsc === "function" &&
+        !Number.isNaN(savedStop) &&
+        now >= savedStop &&
+        now - savedStop <= MAX_ELAPSED_NS;
+      const resumeAt = rewind ? savedStop : now;
+      let elapsedNs = Number.isNaN(savedAt) || resumeAt === null ? 0 : resumeAt - savedAt;
+      if (Math.abs(elapsedNs) > MAX_ELAPSED_NS) elapsedNs = 0;
       force = true;
       try {
         transport.restoreState(t);
       } finally {
         force = false;
       }
-      device.restoreState(d);
+      device.restoreState(d, { elapsedNs });
+      // Last, so a state that does not fit leaves the clock alone.
+      if (rewind) setGuestNs(cpu, savedStop);
     },
   };
 }

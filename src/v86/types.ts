@@ -74,6 +74,12 @@ export interface V86Cpu extends V86CpuMemory {
   readonly io: V86Io;
   /** v86 resets its own devices here on a machine reset. */
   reboot_internal?: () => void;
+  /** Copies the guest's time-stamp counter (which v86 saves and restores) into current_tsc. */
+  store_current_tsc?: () => void;
+  /** The counter as [low, high] 32-bit words, after store_current_tsc(). */
+  readonly current_tsc?: ArrayLike<number>;
+  /** Sets the counter to [low, high]; it runs on from there (restore_state() calls it). */
+  set_tsc?: (low: number, high: number) => void;
 }
 
 /** A `V86` instance (the `V86` class of the `v86` package) once it has loaded. */

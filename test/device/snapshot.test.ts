@@ -121,6 +121,75 @@ describe.each(VARIANTS)(
   },
 );
 
+describe("where a restored voice starts", () => {
+  // Cut 0.37 periods into a period: the voice was that far (3.7 ms) into its next chunk.
+  const LAG = 3_700_000;
+  const played = (g: SimulatedGuest) => g.backend.playbacksOf(0)[0]?.data.length ?? 0;
+
+  it("a running voice keeps its place in the period: the next chunk comes when it was due", () => {
+    const g = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
+    g.init();
+    g.probe();
+    feed(g, signal(12 * PERIOD, 5));
+    g.clock.advance(2 * PERIOD_NS + LAG);
+    g.snapshotAndRestore();
+    g.clock.advance(PERIOD_NS - LAG - 1);
+    expect(played(g)).toBe(0);
+    g.clock.advance(1);
+    expect(played(g)).toBe(PERIOD);
+  });
+
+  it("time the guest's clock ran between save and restore is owed at once; time it will re-run is waited", () => {
+    const g = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
+    g.init();
+    g.probe();
+    feed(g, signal(12 * PERIOD, 6));
+    g.clock.advance(2 * PERIOD_NS + LAG);
+    // The guest's clock ran on two periods while the machine was restored (v86 restarts it early).
+    g.snapshotAndRestore({ elapsedNs: 2 * PERIOD_NS });
+    g.clock.advance(0);
+    expect(played(g)).toBe(2 * PERIOD);
+    g.clock.advance(PERIOD_NS - LAG);
+    expect(played(g)).toBe(3 * PERIOD);
+
+    const h = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
+    h.init();
+    h.probe();
+    feed(h, signal(12 * PERIOD, 6));
+    h.clock.advance(2 * PERIOD_NS + LAG);
+    // Saved 5 ms after the machine: the guest lives those 5 ms again before the next chunk is due.
+    h.snapshotAndRestore({ elapsedNs: -5_000_000 });
+    h.clock.advance(PERIOD_NS - LAG + 5_000_000 - 1);
+    expect(played(h)).toBe(0);
+    h.clock.advance(1);
+    expect(played(h)).toBe(PERIOD);
+  });
+
+  it("refuses a lag no live voice has, and an elapsed time that is not a number", () => {
+    const g = new SimulatedGuest({ packed: true, memorySize: 2 << 20 });
+    g.init();
+    g.probe();
+    feed(g, signal(8 * PERIOD, 3));
+    g.clock.advance(1.5 * PERIOD_NS);
+    const good = g.device.saveState();
+    const code = (f: () => void) => {
+      try {
+        f();
+        return "ok";
+      } catch (e) {
+        return (e as VirtioSndError).code;
+      }
+    };
+    const fresh = () => new SimulatedGuest({ packed: true, memorySize: 2 << 20 }).device;
+    const lag = (v: unknown) =>
+      edit(good, (j) => ((j["streams"] as Record<string, unknown>[])[0]!["lagNs"] = v));
+    expect(code(() => fresh().restoreState(lag(61_000_000_000)))).toBe("ERR_INVALID_SNAPSHOT");
+    expect(code(() => fresh().restoreState(lag(1.5)))).toBe("ERR_INVALID_SNAPSHOT");
+    expect(code(() => fresh().restoreState(lag(-2_000_000)))).toBe("ok");
+    expect(code(() => fresh().restoreState(good, { elapsedNs: Number.NaN }))).toBe("ERR_INVALID_CONFIG");
+  });
+});
+
 describe.each([false, true])("snapshot in the middle of a recording (packed %s)", (packed) => {
   it("the guest gets exactly what the voices delivered, before and after the cut", () => {
     const g = new SimulatedGuest({
