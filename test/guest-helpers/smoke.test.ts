@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bootGuest, describeBoot, ensureGuest, findQemu, type GuestImage } from "./qemu.js";
 import { dominantHz, parseWav, rms, sineWav } from "./wav.js";
+import { missing } from "./required-parts.js";
 
 const qemu = findQemu({ minMajor: 10, devices: ["virtio-sound-pci"] });
 const skipReason = qemu.ok ? "" : ` [skipped: ${qemu.reason}]`;
@@ -20,7 +21,8 @@ const RATE = 48_000;
 const SECONDS = 1.5;
 const HZ = 440;
 
-describe.skipIf(!qemu.ok)("real Linux guest under QEMU (TCG)", () => {
+const unavailable = missing("guests", qemu.ok ? null : qemu.reason);
+describe.skipIf(unavailable)("real Linux guest under QEMU (TCG)", () => {
   let guest: GuestImage;
   let dir: string;
 

@@ -9,6 +9,9 @@ import * as C from "../../src/spec/constants.js";
 import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { record } from "../../src/driver/pcm-session.js";
 import { intSample, intSample32, sox, soxAvailable, tempDir, testSignal } from "./wav-helpers.js";
+import { missing } from "../guest-helpers/required-parts.js";
+
+const noSox = missing("sox", soxAvailable() ? null : "sox is not installed");
 
 let tmp: ReturnType<typeof tempDir>;
 let stereo16: string;
@@ -97,7 +100,7 @@ describe("WavSource", () => {
     expect(got.subarray(whole.length).every((b) => b === 0)).toBe(true);
   });
 
-  it.skipIf(!soxAvailable())("reads a file SoX made (24-bit) into an S24 stream", () => {
+  it.skipIf(noSox)("reads a file SoX made (24-bit) into an S24 stream", () => {
     const path = join(tmp.path, "sox24.wav");
     sox("-D", "-n", "-r", "44100", "-c", "1", "-b", "24", path, "synth", "0.01", "sine", "1000");
     const src = new WavSource(path);

@@ -15,6 +15,7 @@ import { framesToBytes, silencePattern } from "../../src/audio/pcm-params.js";
 import { resolveSpeakerModule } from "../../src/node/speaker-probe.js";
 import * as C from "../../src/spec/constants.js";
 import { type ChildReport, SPEAKER_CASES, alsaConfig } from "./fixtures/speaker-cases.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, "../..");
@@ -23,7 +24,13 @@ const modulePath = resolveSpeakerModule();
 const speakerBuilt =
   modulePath !== undefined && existsSync(join(dirname(modulePath), "build", "Release", "binding.node"));
 
-describe.skipIf(!speakerBuilt)("SpeakerBackend on a real ALSA file device (child process)", () => {
+const unavailable = missing(
+  "alsa",
+  speakerBuilt
+    ? null
+    : "speaker is not installed with its ALSA binding built (Debian: libasound2-dev, then npm ci)",
+);
+describe.skipIf(unavailable)("SpeakerBackend on a real ALSA file device (child process)", () => {
   let dir = "";
   let report: ChildReport;
   let childMs = 0;

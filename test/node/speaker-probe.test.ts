@@ -17,6 +17,7 @@ import {
   probeSpeaker,
   resolveSpeakerModule,
 } from "../../src/node/speaker-probe.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-probe-"));
 /** An ALSA configuration whose default device is a sound card that does not exist. */
@@ -24,12 +25,14 @@ const badConfig = join(dir, "no-card.conf");
 writeFileSync(badConfig, "pcm.!default {\n  type hw\n  card 7\n}\n");
 const noDeviceEnv = { ...process.env, ALSA_CONFIG_PATH: badConfig };
 const speakerInstalled = resolveSpeakerModule() !== undefined;
+const noSpeaker = (): boolean =>
+  missing("alsa", speakerInstalled ? null : "the optional speaker package is not installed");
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 beforeEach(() => clearSpeakerProbeCache());
 
 describe("probeSpeaker", () => {
-  it.skipIf(!speakerInstalled)(
+  it.skipIf(noSpeaker())(
     "where the default device is a missing card: ok false, the abort explained, this process alive",
     async () => {
       const result = await probeSpeaker({ env: noDeviceEnv });
@@ -104,7 +107,7 @@ describe("probeSpeaker", () => {
 });
 
 describe("asking for speaker where no device works", () => {
-  it.skipIf(!speakerInstalled)("SpeakerBackend.create rejects with ERR_BACKEND and advice", async () => {
+  it.skipIf(noSpeaker())("SpeakerBackend.create rejects with ERR_BACKEND and advice", async () => {
     const err = await SpeakerBackend.create({ env: noDeviceEnv }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(BackendError);
     expect(err).toBeInstanceOf(SpeakerUnavailableError);
@@ -115,7 +118,7 @@ describe("asking for speaker where no device works", () => {
     expect((err as Error).message).toMatch(/choose another sink \("wav:DIR" or "null"\)/);
   });
 
-  it.skipIf(!speakerInstalled)('resolveSink("speaker") rejects with code ERR_BACKEND', async () => {
+  it.skipIf(noSpeaker())('resolveSink("speaker") rejects with code ERR_BACKEND', async () => {
     await expect(resolveSink("speaker", { env: noDeviceEnv })).rejects.toMatchObject({
       name: "SpeakerUnavailableError",
       code: "ERR_BACKEND",

@@ -32,8 +32,10 @@ import {
   tempDir,
   testSignal,
 } from "./wav-helpers.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const HAVE_SOX = soxAvailable();
+const noSox = missing("sox", HAVE_SOX ? null : "sox is not installed");
 if (!HAVE_SOX && process.env.CI) throw new Error("sox is required on CI (apt-get install -y sox)");
 
 let tmp: ReturnType<typeof tempDir>;
@@ -507,7 +509,7 @@ describe("WAV reader", () => {
     );
   });
 
-  it.skipIf(!HAVE_SOX)("reads what SoX writes, sample for sample", () => {
+  it.skipIf(noSox)("reads what SoX writes, sample for sample", () => {
     const cases: [string[], number][] = [
       [["-e", "unsigned-integer", "-b", "8"], C.VIRTIO_SND_PCM_FMT_U8],
       [["-e", "signed-integer", "-b", "16"], C.VIRTIO_SND_PCM_FMT_S16],

@@ -40,6 +40,7 @@ import {
   spyJit,
   v86Bus,
 } from "./v86-harness.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 let running: Emulator[] = [];
 afterEach(async () => {
@@ -453,7 +454,11 @@ describe("virtio-snd/v86", () => {
 
 const bios = seabiosPath();
 
-describe.skipIf(bios === null)("virtio-snd/v86 with SeaBIOS (Debian's seabios bios.bin)", () => {
+const unavailable = missing(
+  "guests",
+  bios === null ? "no SeaBIOS image (Debian: apt-get install seabios)" : null,
+);
+describe.skipIf(unavailable)("virtio-snd/v86 with SeaBIOS (Debian's seabios bios.bin)", () => {
   it("SeaBIOS finds the card, gives it ports and an interrupt line that v86's routing agrees with", async () => {
     const { v, snd } = await setup(bios!);
     const pci = v.cpu.devices.pci;

@@ -32,11 +32,11 @@ import {
   ensureV86Guest,
   findV86Guest,
 } from "../guest-helpers/v86.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
-const required = process.env["VSND_REQUIRE_GUESTS"] === "1";
 const probe = findV86Guest();
-const skipReason = probe.ok ? "" : ` [${required ? "required but unavailable" : "skipped"}: ${probe.reason}]`;
-if (!probe.ok && !required) console.warn(`v86 snapshot test skipped: ${probe.reason}`);
+const skipReason = probe.ok ? "" : ` [skipped: ${probe.reason}]`;
+if (!probe.ok) console.warn(`v86 snapshot test skipped: ${probe.reason}`);
 
 const SAMPLE = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, seconds: 4, width: 2 };
 const FRAME_BYTES = SAMPLE.channels * SAMPLE.width;
@@ -45,12 +45,12 @@ const CUT_AT_BYTES = SAMPLE.rate * FRAME_BYTES;
 
 const asEmulator = (v: V86) => v as unknown as V86Emulator;
 
-describe.skipIf(!probe.ok && !required)("v86 guest snapshot mid-playback", () => {
+const unavailable = missing("guests", probe.ok ? null : probe.reason);
+describe.skipIf(unavailable)("v86 guest snapshot mid-playback", () => {
   let guest: V86GuestImage;
   let dir: string;
 
   beforeAll(async () => {
-    if (!probe.ok) throw new Error(`VSND_REQUIRE_GUESTS=1 but the v86 guest is unavailable: ${probe.reason}`);
     guest = await ensureV86Guest(undefined, { log: (l) => console.log(l) });
     dir = mkdtempSync(join(tmpdir(), "vsnd-v86snap-"));
   }, 1_200_000);

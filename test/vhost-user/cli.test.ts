@@ -24,6 +24,7 @@ import { signal } from "./guest-side.js";
 import { capture } from "../cli/capture.js";
 import { NativeFrontEnd, until } from "./native-front-end.js";
 import { releasedAfterEach } from "./released-after-each.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const status = nativeAvailable();
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
@@ -236,7 +237,8 @@ describe("the device it builds", () => {
 
 const suiteName = status.ok ? "on a real socket" : `on a real socket (skipped: ${status.reason})`;
 
-describe.skipIf(!status.ok)(suiteName, () => {
+const unavailable = missing("native", status.ok ? null : status.reason);
+describe.skipIf(unavailable)(suiteName, () => {
   const n = native!;
 
   it("prints each stream event, survives a disconnect, and on stop prints frames per stream", async () => {

@@ -28,6 +28,7 @@ import { capture } from "../cli/capture.js";
 import { GuestSide, signal } from "./guest-side.js";
 import { NativeFrontEnd, until } from "./native-front-end.js";
 import { releasedAfterEach } from "./released-after-each.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const status = nativeAvailable();
 const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
@@ -76,7 +77,8 @@ const suiteName = status.ok
   ? "--controls on a real socket"
   : `--controls on a real socket (skipped: ${status.reason})`;
 
-describe.skipIf(!status.ok)(suiteName, () => {
+const unavailable = missing("native", status.ok ? null : status.reason);
+describe.skipIf(unavailable)(suiteName, () => {
   const n = native!;
 
   it("the guest's CTL_WRITE and the host's setControlValue set the gain the WAV file gets", async () => {

@@ -24,6 +24,7 @@ import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
 import { nativeAvailable } from "../../src/vhost-user/native.js";
 import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
 import { signal } from "./guest-side.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
 const native = nativeAvailable();
@@ -44,7 +45,8 @@ function matches(out: Int16Array, expected: readonly number[]): string {
   return "";
 }
 
-describe.skipIf(reason !== "")(name, () => {
+const unavailable = missing("guests", reason);
+describe.skipIf(unavailable)(name, () => {
   let guest: GuestImage;
   let dir: string;
 

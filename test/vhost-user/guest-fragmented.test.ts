@@ -56,6 +56,7 @@ import {
   wavFile,
 } from "../guest-helpers/cli-daemon.js";
 import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
 const native = nativeAvailable();
@@ -145,7 +146,8 @@ function distribution(counts: number[]): string {
     .join(", ");
 }
 
-describe.skipIf(reason !== "")(suite, () => {
+const unavailable = missing("guests", reason);
+describe.skipIf(unavailable)(suite, () => {
   let guest: GuestImage;
   let dir: string;
   let outDir: string;

@@ -57,6 +57,7 @@ import {
   ensureGuest,
   findQemu,
 } from "../guest-helpers/qemu.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
 const native = nativeAvailable();
@@ -126,7 +127,8 @@ const SAMPLES: readonly Sample[] = [
 const REC_FRAMES = 24_000;
 const REC_BYTES = REC_FRAMES * 4;
 
-describe.skipIf(reason !== "")(suite, () => {
+const unavailable = missing("guests", reason);
+describe.skipIf(unavailable)(suite, () => {
   let guest: GuestImage;
   let dir: string;
   let outDir: string;

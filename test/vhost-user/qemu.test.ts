@@ -22,6 +22,7 @@ import { nativeAvailable } from "../../src/vhost-user/native.js";
 import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
 import { parseWav, sineWav } from "../guest-helpers/wav.js";
 import { signal } from "./guest-side.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
 const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
 const native = nativeAvailable();
@@ -32,7 +33,8 @@ const RATE = 48_000;
 /** Bytes of S16 stereo in `s` seconds. */
 const bytesOf = (s: number): number => Math.round(RATE * s) * 4;
 
-describe.skipIf(reason !== "")(name, () => {
+const unavailable = missing("guests", reason);
+describe.skipIf(unavailable)(name, () => {
   let guest: GuestImage;
   let dir: string;
 
