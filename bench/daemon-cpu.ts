@@ -17,12 +17,18 @@
  * node --cpu-prof --cpu-prof-dir <dir>. DAEMON_NODE_ARGS="--trace-gc ..." adds
  * node options to the child; DAEMON_CPU_THREADS=1 prints the child's pid, its
  * per-thread CPU and time slices, and its clock's arms and timer lateness.
+ * --runs N (default 3) repeats each measurement; before each run the minimal C
+ * daemon (bench/minimal-daemon.c, built with cc into the temporary folder)
+ * plays the same stream, and the daemon's CPU per period is printed as a
+ * ratio to it, with the median and range over the runs.
  * Linux only (memfd, eventfd, /proc).
  */
-import { fork } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { fork, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { RealTimeClock } from "../src/audio/clock.js";
 import { NullBackend } from "../src/audio/null-backend.js";
 import { WavFileBackend } from "../src/node/file-backend.js";
@@ -92,6 +98,25 @@ function cpuOf(pid: number): number {
   return total / 1e9;
 }
 
+/** user and system seconds, voluntary context switches (wake-ups) and minor faults, all threads of `pid`. */
+function procStats(pid: number): { user: number; system: number; switches: number; minorFaults: number } {
+  const tick = 100; // USER_HZ
+  let user = 0;
+  let system = 0;
+  let switches = 0;
+  let minorFaults = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    minorFaults += Number(f[7]);
+    user += Number(f[11]) / tick;
+    system += Number(f[12]) / tick;
+    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+    switches += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return { user, system, switches, minorFaults };
+}
+
 /** Per thread: CPU seconds and time slices (a slice ends at each wake-up's sleep). */
 function threadsOf(pid: number): Map<string, number> {
   const m = new Map<string, number>();
@@ -109,6 +134,11 @@ interface Result {
   periods: number;
   audioSeconds: number;
   cpuSeconds: number;
+  userSeconds: number;
+  systemSeconds: number;
+  /** Voluntary context switches of all threads: each is a sleep, so a wake-up follows. */
+  switches: number;
+  minorFaults: number;
   idleCpuPerSecond: number;
   wallSeconds: number;
 }
@@ -166,6 +196,7 @@ async function runOne(
     for (; queued < bufferPeriods; queued++) g.queueTx(0, period, periodBytes);
     if ((await g.pcm("start", 0)) !== VIRTIO_SND_S_OK) throw new Error("START failed");
     c0 = cpuOf(pid);
+    const p0 = procStats(pid);
     const threads0 = threadsOf(pid);
     t0 = performance.now();
     const callFd = fe.callFds[VIRTIO_SND_VQ_TX]!;
@@ -182,6 +213,7 @@ async function runOne(
       });
     });
     const cpuSeconds = cpuOf(pid) - c0;
+    const p1 = procStats(pid);
     if (process.env["DAEMON_CPU_THREADS"])
       for (const [k, v] of threadsOf(pid))
         console.log(`  ${k}: ${(v - (threads0.get(k) ?? 0)).toFixed(3)} s`);
@@ -194,6 +226,10 @@ async function runOne(
       periods: total,
       audioSeconds: (total * periodMs) / 1000,
       cpuSeconds,
+      userSeconds: p1.user - p0.user,
+      systemSeconds: p1.system - p0.system,
+      switches: p1.switches - p0.switches,
+      minorFaults: p1.minorFaults - p0.minorFaults,
       idleCpuPerSecond,
       wallSeconds,
     };
@@ -203,6 +239,15 @@ async function runOne(
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Median and range of `xs`. */
+function stats(xs: number[]): { median: number; min: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return { median: s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2, min: s[0]!, max: s[s.length - 1]! };
+}
+
+const us = (s: number): string => (s * 1e6).toFixed(0);
 
 async function main(): Promise<void> {
   const d = process.argv.indexOf("--daemon");
@@ -214,17 +259,83 @@ async function main(): Promise<void> {
   const which = arg("backend", "both");
   const seconds = Number(arg("seconds", "10"));
   const periodMs = Number(arg("period-ms", "10"));
+  const runs = Math.max(1, Number(arg("runs", "3")));
   const profDir = process.argv.includes("--prof-dir") ? arg("prof-dir", "") : null;
   const kinds = which === "both" ? ["null", "wav"] : [which];
-  console.log(`daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time`);
+  const baseline = buildBaseline();
+  console.log(
+    `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ${runs} runs`,
+  );
+  if (baseline === null) console.log("(no C compiler: the C baseline is left out)");
   for (const kind of kinds) {
-    const r = await runOne(n, kind, seconds, periodMs, profDir);
-    console.log(
-      `${kind.padEnd(5)} ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
-        `${((r.cpuSeconds / r.periods) * 1e6).toFixed(0)} µs CPU/period, ` +
-        `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s; idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`,
-    );
+    const ratios: number[] = [];
+    const perPeriod: number[] = [];
+    const cPerPeriod: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      // The baseline runs right before the daemon, so both see the same load.
+      const c = baseline === null ? null : runBaseline(baseline, periodMs, seconds);
+      const r = await runOne(n, kind, seconds, periodMs, profDir);
+      const per = r.cpuSeconds / r.periods;
+      perPeriod.push(per);
+      let line =
+        `${kind.padEnd(5)} run ${run + 1}: ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
+        `${us(per)} µs CPU/period (user ${us(r.userSeconds / r.periods)}, sys ${us(r.systemSeconds / r.periods)}), ` +
+        `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
+        `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
+        `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+      if (c !== null) {
+        const cPer = c.cpu / c.periods;
+        cPerPeriod.push(cPer);
+        ratios.push(per / cPer);
+        line += `; C baseline ${us(cPer)} µs/period (${(c.wakeups / c.periods).toFixed(2)} wake-ups), ratio ${(per / cPer).toFixed(2)}`;
+      }
+      console.log(line);
+    }
+    const p = stats(perPeriod);
+    let summary = `${kind.padEnd(5)} median ${us(p.median)} µs CPU/period (${us(p.min)}–${us(p.max)})`;
+    if (ratios.length > 0) {
+      const c = stats(cPerPeriod);
+      const q = stats(ratios);
+      summary +=
+        `, C baseline ${us(c.median)} µs (${us(c.min)}–${us(c.max)}), ` +
+        `ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+    }
+    console.log(summary);
   }
+}
+
+// ---- the C baseline ------------------------------------------------------------------------------
+
+interface BaselineResult {
+  periods: number;
+  cpu: number;
+  user: number;
+  sys: number;
+  wakeups: number;
+  kicks: number;
+}
+
+/** Builds bench/minimal-daemon.c with cc (once per source change); null when there is no compiler. */
+function buildBaseline(): string | null {
+  const source = fileURLToPath(new URL("./minimal-daemon.c", import.meta.url));
+  const text = readFileSync(source);
+  const out = join(
+    tmpdir(),
+    `virtio-snd-minimal-daemon-${createHash("sha256").update(text).digest("hex").slice(0, 12)}`,
+  );
+  if (existsSync(out)) return out;
+  const cc = process.env["CC"] ?? "cc";
+  const r = spawnSync(cc, ["-O2", "-o", `${out}.tmp`, source], { stdio: ["ignore", "inherit", "inherit"] });
+  if (r.status !== 0) return null;
+  renameSync(`${out}.tmp`, out);
+  return out;
+}
+
+/** The minimal C daemon, kicks suppressed while it plays (one wake-up per period: the floor). */
+function runBaseline(exe: string, periodMs: number, seconds: number): BaselineResult {
+  const r = spawnSync(exe, [String(periodMs), String(seconds), "0"], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`the C baseline failed: ${r.stderr}`);
+  return JSON.parse(r.stdout) as BaselineResult;
 }
 
 await main();
