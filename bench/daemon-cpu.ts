@@ -34,6 +34,7 @@ import { NullBackend } from "../src/audio/null-backend.js";
 import { WavFileBackend } from "../src/node/file-backend.js";
 import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK, VIRTIO_SND_VQ_TX } from "../src/spec/constants.js";
 import { VhostUserDaemon } from "../src/vhost-user/daemon.js";
+import { NativeClock } from "../src/vhost-user/native-clock.js";
 import { type NativeBinding, loadNative } from "../src/vhost-user/native.js";
 import { NativeFrontEnd, sleep } from "../test/vhost-user/native-front-end.js";
 
@@ -44,8 +45,9 @@ function arg(name: string, fallback: string): string {
 
 // ---- child: the daemon ------------------------------------------------------------------------
 
-function runDaemon(socketPath: string, backendKind: string, wavDir: string): void {
-  const clock = new RealTimeClock();
+function runDaemon(socketPath: string, backendKind: string, wavDir: string, clockKind: string): void {
+  // What `virtio-snd vhost-user` runs (one timerfd for every voice), or --clock timeout: setTimeout per period.
+  const clock = clockKind === "timeout" ? new RealTimeClock() : new NativeClock(loadNative());
   const backend =
     backendKind === "wav"
       ? new WavFileBackend({ dir: wavDir, clock, overwrite: true })
@@ -156,10 +158,14 @@ async function runOne(
   if (profDir !== null) execArgv.push("--cpu-prof", "--cpu-prof-dir", profDir);
   const extra = process.env["DAEMON_NODE_ARGS"];
   if (extra) execArgv.push(...extra.split(" "));
-  const child = fork(process.argv[1]!, ["--daemon", socketPath, backendKind, join(dir, "wav")], {
-    execArgv,
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
+  const child = fork(
+    process.argv[1]!,
+    ["--daemon", socketPath, backendKind, join(dir, "wav"), arg("clock", "native")],
+    {
+      execArgv,
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     child.once("message", () => resolve());
     child.once("exit", (code) => reject(new Error(`daemon exited (${code})`)));
@@ -193,7 +199,8 @@ async function runOne(
     for (let i = 0; i < periodBytes; i += 2) period[i] = i & 0xff;
     let queued = 0;
     let done = 0;
-    for (; queued < bufferPeriods; queued++) g.queueTx(0, period, periodBytes);
+    // The periods of a fixed buffer, requeued in turn, as Linux's driver does with its ALSA buffer.
+    for (; queued < bufferPeriods; queued++) g.queueTxSlot(0, queued % bufferPeriods, period);
     if ((await g.pcm("start", 0)) !== VIRTIO_SND_S_OK) throw new Error("START failed");
     c0 = cpuOf(pid);
     const p0 = procStats(pid);
@@ -205,7 +212,8 @@ async function runOne(
         n.eventfdRead(callFd);
         const got = g.reapTx();
         done += got.length;
-        for (let i = 0; i < got.length && queued < total; i++, queued++) g.queueTx(0, period, periodBytes);
+        for (let i = 0; i < got.length && queued < total; i++, queued++)
+          g.queueTxSlot(0, queued % bufferPeriods, period);
         if (done >= total) {
           poll.stop();
           resolve();
@@ -252,7 +260,7 @@ const us = (s: number): string => (s * 1e6).toFixed(0);
 async function main(): Promise<void> {
   const d = process.argv.indexOf("--daemon");
   if (d >= 0) {
-    runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!);
+    runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!, process.argv[d + 4]!);
     return;
   }
   const n = loadNative();
