@@ -10,7 +10,7 @@ import { unlinkSync } from "node:fs";
 import { createRequire } from "node:module";
 import { extname } from "node:path";
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
-import { type Clock, RealTimeClock } from "../audio/clock.js";
+import type { Clock } from "../audio/clock.js";
 import { GainBackend } from "../audio/gain.js";
 import { openCaptureVoice } from "../audio/paced-input-voice.js";
 import { type PcmParams, frameBits } from "../audio/pcm-params.js";
@@ -31,6 +31,7 @@ import { TraceFileWriter } from "../node/trace-file.js";
 import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
 import { VhostUserDaemon, claimSocketPath } from "../vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../vhost-user/native.js";
+import { NativeClock } from "../vhost-user/native-clock.js";
 import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
 import { wavDirNotice } from "./wav-dir.js";
 import { type StreamMixer, applyMixer, describeControl, mixerControls } from "./mixer.js";
@@ -389,7 +390,9 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
   }
 
-  const clock = io.clock ?? new RealTimeClock();
+  // One timerfd for every voice: a wake-up per period, not a setTimeout per voice and period.
+  const ownClock = io.clock === undefined ? new NativeClock(io.binding ?? loadNative()) : null;
+  const clock = io.clock ?? ownClock!;
   const start = clock.now();
   const stamp = (ns: number): string => `[${((ns - start) / 1e9).toFixed(3).padStart(8)} s]`;
   let source: CaptureSource;
@@ -565,6 +568,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     complain(`closing the audio backend: ${err instanceof Error ? err.message : String(err)}`);
   }
   say(`${stamp(clock.now())} ${typeof why === "string" ? `${why}: ` : ""}stopped`);
+  ownClock?.close();
   streams.forEach((s, id) => {
     const t = tallies.get(id) ?? { direction: s.direction, frames: 0, xruns: 0, bits: 0 };
     const verb = s.direction === "output" ? "played" : "recorded";
