@@ -23,12 +23,10 @@
  * ratio to it, with the median and range over the runs.
  * Linux only (memfd, eventfd, /proc).
  */
-import { fork, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { fork } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { RealTimeClock } from "../src/audio/clock.js";
 import { NullBackend } from "../src/audio/null-backend.js";
 import { WavFileBackend } from "../src/node/file-backend.js";
@@ -37,6 +35,7 @@ import { VhostUserDaemon } from "../src/vhost-user/daemon.js";
 import { NativeClock } from "../src/vhost-user/native-clock.js";
 import { type NativeBinding, loadNative } from "../src/vhost-user/native.js";
 import { NativeFrontEnd, sleep } from "../test/vhost-user/native-front-end.js";
+import { buildBaseline, runBaseline } from "./minimal-daemon.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -310,40 +309,6 @@ async function main(): Promise<void> {
     }
     console.log(summary);
   }
-}
-
-// ---- the C baseline ------------------------------------------------------------------------------
-
-interface BaselineResult {
-  periods: number;
-  cpu: number;
-  user: number;
-  sys: number;
-  wakeups: number;
-  kicks: number;
-}
-
-/** Builds bench/minimal-daemon.c with cc (once per source change); null when there is no compiler. */
-function buildBaseline(): string | null {
-  const source = fileURLToPath(new URL("./minimal-daemon.c", import.meta.url));
-  const text = readFileSync(source);
-  const out = join(
-    tmpdir(),
-    `virtio-snd-minimal-daemon-${createHash("sha256").update(text).digest("hex").slice(0, 12)}`,
-  );
-  if (existsSync(out)) return out;
-  const cc = process.env["CC"] ?? "cc";
-  const r = spawnSync(cc, ["-O2", "-o", `${out}.tmp`, source], { stdio: ["ignore", "inherit", "inherit"] });
-  if (r.status !== 0) return null;
-  renameSync(`${out}.tmp`, out);
-  return out;
-}
-
-/** The minimal C daemon, kicks suppressed while it plays (one wake-up per period: the floor). */
-function runBaseline(exe: string, periodMs: number, seconds: number): BaselineResult {
-  const r = spawnSync(exe, [String(periodMs), String(seconds), "0"], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`the C baseline failed: ${r.stderr}`);
-  return JSON.parse(r.stdout) as BaselineResult;
 }
 
 await main();
