@@ -64,7 +64,7 @@ describe.skipIf(reason !== "")(suite, () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it("each plays into its own folder bit for bit, the playbacks overlapping", async () => {
+  it("each plays into its own folder bit for bit", async () => {
     const boots = ["a", "b"].map((name, i) =>
       bootGuest({
         kernel: guest.kernel,
