@@ -109,11 +109,12 @@ const modes = [
 for (let run = 1; run <= RUNS; run++) {
   for (const m of modes) {
     const from = out.length;
+    // aplay restarts the stream after an xrun: every start-stop window counts.
     let start = 0;
-    let stop = 0;
+    let playing = 0;
     onLine = (line) => {
       if (/stream 0 start/.test(line)) start = cpuOf(pid);
-      if (/stream 0 stop/.test(line)) stop = cpuOf(pid);
+      if (/stream 0 stop/.test(line)) playing += cpuOf(pid) - start;
     };
     const periodMs = m.args ? 10 : 125;
     const c = baseline === null ? null : runBaseline(baseline, periodMs, 5);
@@ -140,8 +141,8 @@ for (let run = 1; run <= RUNS; run++) {
     const row: Row = {
       mode: `${m.mode} (${period / 4} frames)`,
       session: session / SECONDS,
-      playing: (stop - start) / SECONDS,
-      periodUs: ((stop - start) / periods) * 1e6,
+      playing: playing / SECONDS,
+      periodUs: (playing / periods) * 1e6,
       cUs: c === null ? NaN : (c.cpu / c.periods) * 1e6,
       xruns: (text.match(/ xrun/g) ?? []).length,
     };
