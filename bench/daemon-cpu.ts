@@ -17,6 +17,9 @@
  * node --cpu-prof --cpu-prof-dir <dir>. DAEMON_NODE_ARGS="--trace-gc ..." adds
  * node options to the child; DAEMON_CPU_THREADS=1 prints the child's pid, its
  * per-thread CPU and time slices, and its clock's arms and timer lateness.
+ * --empty-tick-baseline also runs, after the daemon, a Node process whose
+ * only work is an empty tick of a timerfd per period: the floor of any Node
+ * daemon here, printed beside the C one.
  * --runs N (default 3) repeats each measurement; before each run the minimal C
  * daemon (bench/minimal-daemon.c, built with cc into the temporary folder)
  * plays the same stream, and the daemon's CPU per period is printed as a
@@ -247,6 +250,50 @@ async function runOne(
   }
 }
 
+// ---- the floor of Node: an empty tick ------------------------------------------------------------
+
+/**
+ * Child: `periods` wake-ups of a timerfd watched with the addon's poll, at
+ * `periodMs`, doing nothing but re-arm it (what any Node daemon pays per
+ * period before doing work); prints its CPU per tick.
+ */
+function emptyTicks(periodMs: number, periods: number): void {
+  const n = loadNative();
+  const fd = n.timerfd();
+  const t0 = n.monotonicNow();
+  let ticks = 0;
+  let c0 = 0;
+  const set = (k: number): void => {
+    const ms = t0 + k * periodMs;
+    const sec = Math.floor(ms / 1000);
+    n.timerfdSet(fd, sec, Math.round((ms - sec * 1000) * 1e6));
+  };
+  const poll = n.poll(fd, 1, () => {
+    ticks++;
+    if (ticks === 10) c0 = cpuOf(process.pid);
+    if (ticks === periods + 10) {
+      poll.stop();
+      n.close(fd);
+      process.stdout.write(`${(cpuOf(process.pid) - c0) / periods}\n`);
+      return;
+    }
+    set(ticks + 1);
+  });
+  set(1);
+}
+
+async function runEmptyTicks(periodMs: number, seconds: number): Promise<number> {
+  const periods = Math.round((seconds * 1000) / periodMs);
+  const child = fork(process.argv[1]!, ["--empty-tick", String(periodMs), String(periods)], {
+    execArgv: process.execArgv,
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  await new Promise((r) => child.once("exit", r));
+  return Number(out.trim());
+}
+
 /** Median and range of `xs`. */
 function stats(xs: number[]): { median: number; min: number; max: number } {
   const s = [...xs].sort((a, b) => a - b);
@@ -262,6 +309,11 @@ async function main(): Promise<void> {
     runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!, process.argv[d + 4]!);
     return;
   }
+  const e = process.argv.indexOf("--empty-tick");
+  if (e >= 0) {
+    emptyTicks(Number(process.argv[e + 1]), Number(process.argv[e + 2]));
+    return;
+  }
   const n = loadNative();
   const which = arg("backend", "both");
   const seconds = Number(arg("seconds", "10"));
@@ -270,6 +322,7 @@ async function main(): Promise<void> {
   const profDir = process.argv.includes("--prof-dir") ? arg("prof-dir", "") : null;
   const kinds = which === "both" ? ["null", "wav"] : [which];
   const baseline = buildBaseline();
+  const emptyTick = process.argv.includes("--empty-tick-baseline");
   console.log(
     `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ${runs} runs`,
   );
@@ -278,6 +331,7 @@ async function main(): Promise<void> {
     const ratios: number[] = [];
     const perPeriod: number[] = [];
     const cPerPeriod: number[] = [];
+    const emptyPerPeriod: number[] = [];
     for (let run = 0; run < runs; run++) {
       // The baseline runs right before the daemon, so both see the same load.
       const c = baseline === null ? null : runBaseline(baseline, periodMs, seconds);
@@ -290,6 +344,11 @@ async function main(): Promise<void> {
         `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
         `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
         `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+      if (emptyTick) {
+        const empty = await runEmptyTicks(periodMs, Math.min(seconds, 5));
+        emptyPerPeriod.push(empty);
+        line += `; empty Node tick ${us(empty)} µs`;
+      }
       if (c !== null) {
         const cPer = c.cpu / c.periods;
         cPerPeriod.push(cPer);
@@ -306,6 +365,10 @@ async function main(): Promise<void> {
       summary +=
         `, C baseline ${us(c.median)} µs (${us(c.min)}–${us(c.max)}), ` +
         `ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+    }
+    if (emptyPerPeriod.length > 0 && cPerPeriod.length > 0) {
+      const q = stats(emptyPerPeriod.map((x, i) => x / cPerPeriod[i]!));
+      summary += `; empty Node tick ${us(stats(emptyPerPeriod).median)} µs, ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
     }
     console.log(summary);
   }

@@ -179,4 +179,4 @@ export class NativeClock implements Clock {
   }
 }
 
-export { ClockTimer };
+
