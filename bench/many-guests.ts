@@ -124,6 +124,9 @@ async function runOne(n: NativeBinding, guests: number, seconds: number, periodM
     for (const fe of fes) await fe.guest.pcm("release", 0);
     for (const f of released.reverse()) f();
     released.length = 0;
+    // MANY_GUESTS_LOG=1: the daemon's start, stop and xrun lines, to see when xruns happen.
+    if (process.env["MANY_GUESTS_LOG"])
+      for (const l of out.split("\n")) if (/start|stop|xrun/.test(l)) console.log(`  ${l}`);
     const periods = (wall * 1000) / periodMs;
     return {
       idleRss,

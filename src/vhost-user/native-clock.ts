@@ -178,5 +178,3 @@ export class NativeClock implements Clock {
     t.heapIndex = i;
   }
 }
-
-
