@@ -70,10 +70,13 @@ w.write(data);
 w.close();
 const wav = new Uint8Array(readFileSync(wavPath));
 
+// Node's options from the command's #! line: the daemon runs as the installed command runs it.
+const shebang = readFileSync(bin, "utf8").split("\n", 1)[0]!;
+const nodeArgs = /\bnode\b(.*)$/.exec(shebang)?.[1]?.trim().split(/\s+/).filter(Boolean) ?? [];
 const socket = join(dir, "snd.sock");
 const child: ChildProcessByStdio<null, Readable, Readable> = spawn(
   process.execPath,
-  [bin, "vhost-user", "--socket", socket, "--output", "null"],
+  [...nodeArgs, bin, "vhost-user", "--socket", socket, "--output", "null"],
   { cwd: REPO_DIR, stdio: ["ignore", "pipe", "pipe"] },
 );
 const pid = child.pid!;
@@ -164,7 +167,7 @@ const med = (xs: number[]): string => {
   const v = s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
   return `${v.toFixed(4)} (${s[0]!.toFixed(4)}–${s.at(-1)!.toFixed(4)})`;
 };
-console.log(`\n${bin}: QEMU ${qemu.version}, TCG; medians of ${RUNS} (range)`);
+console.log(`\nnode ${[...nodeArgs, bin].join(" ")}: QEMU ${qemu.version}, TCG; medians of ${RUNS} (range)`);
 console.log(
   "| aplay periods | whole session, CPU s per audio s | while playing | µs per period / C baseline | xruns |",
 );
