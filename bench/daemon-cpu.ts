@@ -17,6 +17,13 @@
  * node --cpu-prof --cpu-prof-dir <dir>. DAEMON_NODE_ARGS="--trace-gc ..." adds
  * node options to the child; DAEMON_CPU_THREADS=1 prints the child's pid, its
  * per-thread CPU and time slices, and its clock's arms and timer lateness.
+ * --empty-tick-baseline also runs, after the daemon, a Node process whose
+ * only work is an empty tick of a timerfd per period: the floor of any Node
+ * daemon here, printed beside the C one.
+ * --runs N (default 3) repeats each measurement; before each run the minimal C
+ * daemon (bench/minimal-daemon.c, built with cc into the temporary folder)
+ * plays the same stream, and the daemon's CPU per period is printed as a
+ * ratio to it, with the median and range over the runs.
  * Linux only (memfd, eventfd, /proc).
  */
 import { fork } from "node:child_process";
@@ -28,8 +35,10 @@ import { NullBackend } from "../src/audio/null-backend.js";
 import { WavFileBackend } from "../src/node/file-backend.js";
 import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK, VIRTIO_SND_VQ_TX } from "../src/spec/constants.js";
 import { VhostUserDaemon } from "../src/vhost-user/daemon.js";
+import { NativeClock } from "../src/vhost-user/native-clock.js";
 import { type NativeBinding, loadNative } from "../src/vhost-user/native.js";
 import { NativeFrontEnd, sleep } from "../test/vhost-user/native-front-end.js";
+import { buildBaseline, runBaseline } from "./minimal-daemon.js";
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -38,8 +47,9 @@ function arg(name: string, fallback: string): string {
 
 // ---- child: the daemon ------------------------------------------------------------------------
 
-function runDaemon(socketPath: string, backendKind: string, wavDir: string): void {
-  const clock = new RealTimeClock();
+function runDaemon(socketPath: string, backendKind: string, wavDir: string, clockKind: string): void {
+  // What `virtio-snd vhost-user` runs (one timerfd for every voice), or --clock timeout: setTimeout per period.
+  const clock = clockKind === "timeout" ? new RealTimeClock() : new NativeClock(loadNative());
   const backend =
     backendKind === "wav"
       ? new WavFileBackend({ dir: wavDir, clock, overwrite: true })
@@ -92,6 +102,25 @@ function cpuOf(pid: number): number {
   return total / 1e9;
 }
 
+/** user and system seconds, voluntary context switches (wake-ups) and minor faults, all threads of `pid`. */
+function procStats(pid: number): { user: number; system: number; switches: number; minorFaults: number } {
+  const tick = 100; // USER_HZ
+  let user = 0;
+  let system = 0;
+  let switches = 0;
+  let minorFaults = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    minorFaults += Number(f[7]);
+    user += Number(f[11]) / tick;
+    system += Number(f[12]) / tick;
+    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+    switches += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+  return { user, system, switches, minorFaults };
+}
+
 /** Per thread: CPU seconds and time slices (a slice ends at each wake-up's sleep). */
 function threadsOf(pid: number): Map<string, number> {
   const m = new Map<string, number>();
@@ -109,6 +138,11 @@ interface Result {
   periods: number;
   audioSeconds: number;
   cpuSeconds: number;
+  userSeconds: number;
+  systemSeconds: number;
+  /** Voluntary context switches of all threads: each is a sleep, so a wake-up follows. */
+  switches: number;
+  minorFaults: number;
   idleCpuPerSecond: number;
   wallSeconds: number;
 }
@@ -126,10 +160,14 @@ async function runOne(
   if (profDir !== null) execArgv.push("--cpu-prof", "--cpu-prof-dir", profDir);
   const extra = process.env["DAEMON_NODE_ARGS"];
   if (extra) execArgv.push(...extra.split(" "));
-  const child = fork(process.argv[1]!, ["--daemon", socketPath, backendKind, join(dir, "wav")], {
-    execArgv,
-    stdio: ["ignore", "inherit", "inherit", "ipc"],
-  });
+  const child = fork(
+    process.argv[1]!,
+    ["--daemon", socketPath, backendKind, join(dir, "wav"), arg("clock", "native")],
+    {
+      execArgv,
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    },
+  );
   await new Promise<void>((resolve, reject) => {
     child.once("message", () => resolve());
     child.once("exit", (code) => reject(new Error(`daemon exited (${code})`)));
@@ -163,9 +201,11 @@ async function runOne(
     for (let i = 0; i < periodBytes; i += 2) period[i] = i & 0xff;
     let queued = 0;
     let done = 0;
-    for (; queued < bufferPeriods; queued++) g.queueTx(0, period, periodBytes);
+    // The periods of a fixed buffer, requeued in turn, as Linux's driver does with its ALSA buffer.
+    for (; queued < bufferPeriods; queued++) g.queueTxSlot(0, queued % bufferPeriods, period);
     if ((await g.pcm("start", 0)) !== VIRTIO_SND_S_OK) throw new Error("START failed");
     c0 = cpuOf(pid);
+    const p0 = procStats(pid);
     const threads0 = threadsOf(pid);
     t0 = performance.now();
     const callFd = fe.callFds[VIRTIO_SND_VQ_TX]!;
@@ -174,7 +214,8 @@ async function runOne(
         n.eventfdRead(callFd);
         const got = g.reapTx();
         done += got.length;
-        for (let i = 0; i < got.length && queued < total; i++, queued++) g.queueTx(0, period, periodBytes);
+        for (let i = 0; i < got.length && queued < total; i++, queued++)
+          g.queueTxSlot(0, queued % bufferPeriods, period);
         if (done >= total) {
           poll.stop();
           resolve();
@@ -182,6 +223,7 @@ async function runOne(
       });
     });
     const cpuSeconds = cpuOf(pid) - c0;
+    const p1 = procStats(pid);
     if (process.env["DAEMON_CPU_THREADS"])
       for (const [k, v] of threadsOf(pid))
         console.log(`  ${k}: ${(v - (threads0.get(k) ?? 0)).toFixed(3)} s`);
@@ -194,6 +236,10 @@ async function runOne(
       periods: total,
       audioSeconds: (total * periodMs) / 1000,
       cpuSeconds,
+      userSeconds: p1.user - p0.user,
+      systemSeconds: p1.system - p0.system,
+      switches: p1.switches - p0.switches,
+      minorFaults: p1.minorFaults - p0.minorFaults,
       idleCpuPerSecond,
       wallSeconds,
     };
@@ -204,26 +250,127 @@ async function runOne(
   }
 }
 
+// ---- the floor of Node: an empty tick ------------------------------------------------------------
+
+/**
+ * Child: `periods` wake-ups of a timerfd watched with the addon's poll, at
+ * `periodMs`, doing nothing but re-arm it (what any Node daemon pays per
+ * period before doing work); prints its CPU per tick.
+ */
+function emptyTicks(periodMs: number, periods: number): void {
+  const n = loadNative();
+  const fd = n.timerfd();
+  const t0 = n.monotonicNow();
+  let ticks = 0;
+  let c0 = 0;
+  const set = (k: number): void => {
+    const ms = t0 + k * periodMs;
+    const sec = Math.floor(ms / 1000);
+    n.timerfdSet(fd, sec, Math.round((ms - sec * 1000) * 1e6));
+  };
+  const poll = n.poll(fd, 1, () => {
+    ticks++;
+    if (ticks === 10) c0 = cpuOf(process.pid);
+    if (ticks === periods + 10) {
+      poll.stop();
+      n.close(fd);
+      process.stdout.write(`${(cpuOf(process.pid) - c0) / periods}\n`);
+      return;
+    }
+    set(ticks + 1);
+  });
+  set(1);
+}
+
+async function runEmptyTicks(periodMs: number, seconds: number): Promise<number> {
+  const periods = Math.round((seconds * 1000) / periodMs);
+  const child = fork(process.argv[1]!, ["--empty-tick", String(periodMs), String(periods)], {
+    execArgv: process.execArgv,
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  let out = "";
+  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  await new Promise((r) => child.once("exit", r));
+  return Number(out.trim());
+}
+
+/** Median and range of `xs`. */
+function stats(xs: number[]): { median: number; min: number; max: number } {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return { median: s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2, min: s[0]!, max: s[s.length - 1]! };
+}
+
+const us = (s: number): string => (s * 1e6).toFixed(0);
+
 async function main(): Promise<void> {
   const d = process.argv.indexOf("--daemon");
   if (d >= 0) {
-    runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!);
+    runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!, process.argv[d + 4]!);
+    return;
+  }
+  const e = process.argv.indexOf("--empty-tick");
+  if (e >= 0) {
+    emptyTicks(Number(process.argv[e + 1]), Number(process.argv[e + 2]));
     return;
   }
   const n = loadNative();
   const which = arg("backend", "both");
   const seconds = Number(arg("seconds", "10"));
   const periodMs = Number(arg("period-ms", "10"));
+  const runs = Math.max(1, Number(arg("runs", "3")));
   const profDir = process.argv.includes("--prof-dir") ? arg("prof-dir", "") : null;
   const kinds = which === "both" ? ["null", "wav"] : [which];
-  console.log(`daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time`);
+  const baseline = buildBaseline();
+  const emptyTick = process.argv.includes("--empty-tick-baseline");
+  console.log(
+    `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ${runs} runs`,
+  );
+  if (baseline === null) console.log("(no C compiler: the C baseline is left out)");
   for (const kind of kinds) {
-    const r = await runOne(n, kind, seconds, periodMs, profDir);
-    console.log(
-      `${kind.padEnd(5)} ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
-        `${((r.cpuSeconds / r.periods) * 1e6).toFixed(0)} µs CPU/period, ` +
-        `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s; idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`,
-    );
+    const ratios: number[] = [];
+    const perPeriod: number[] = [];
+    const cPerPeriod: number[] = [];
+    const emptyPerPeriod: number[] = [];
+    for (let run = 0; run < runs; run++) {
+      // The baseline runs right before the daemon, so both see the same load.
+      const c = baseline === null ? null : runBaseline(baseline, periodMs, seconds);
+      const r = await runOne(n, kind, seconds, periodMs, profDir);
+      const per = r.cpuSeconds / r.periods;
+      perPeriod.push(per);
+      let line =
+        `${kind.padEnd(5)} run ${run + 1}: ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
+        `${us(per)} µs CPU/period (user ${us(r.userSeconds / r.periods)}, sys ${us(r.systemSeconds / r.periods)}), ` +
+        `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
+        `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
+        `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+      if (emptyTick) {
+        const empty = await runEmptyTicks(periodMs, Math.min(seconds, 5));
+        emptyPerPeriod.push(empty);
+        line += `; empty Node tick ${us(empty)} µs`;
+      }
+      if (c !== null) {
+        const cPer = c.cpu / c.periods;
+        cPerPeriod.push(cPer);
+        ratios.push(per / cPer);
+        line += `; C baseline ${us(cPer)} µs/period (${(c.wakeups / c.periods).toFixed(2)} wake-ups), ratio ${(per / cPer).toFixed(2)}`;
+      }
+      console.log(line);
+    }
+    const p = stats(perPeriod);
+    let summary = `${kind.padEnd(5)} median ${us(p.median)} µs CPU/period (${us(p.min)}–${us(p.max)})`;
+    if (ratios.length > 0) {
+      const c = stats(cPerPeriod);
+      const q = stats(ratios);
+      summary +=
+        `, C baseline ${us(c.median)} µs (${us(c.min)}–${us(c.max)}), ` +
+        `ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+    }
+    if (emptyPerPeriod.length > 0 && cPerPeriod.length > 0) {
+      const q = stats(emptyPerPeriod.map((x, i) => x / cPerPeriod[i]!));
+      summary += `; empty Node tick ${us(stats(emptyPerPeriod).median)} µs, ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+    }
+    console.log(summary);
   }
 }
 

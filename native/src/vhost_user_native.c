@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -961,6 +962,50 @@ static napi_value js_memfd(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* timerfd: one absolute CLOCK_MONOTONIC deadline, watched with poll()      */
+/* ------------------------------------------------------------------------ */
+
+static napi_value js_timerfd(napi_env env, napi_callback_info info) {
+  (void)info;
+  int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+  if (fd < 0) {
+    throw_errno(env, errno, "timerfd_create", NULL);
+    return NULL;
+  }
+  return make_int(env, fd);
+}
+
+/* timerfdSet(fd, sec, nsec): expire once at CLOCK_MONOTONIC sec.nsec (0, 0
+ * disarms). Setting it also clears an expiry not yet read, so a callback that
+ * re-arms need not read the fd first. */
+static napi_value js_timerfd_set(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  int64_t sec, nsec;
+  if (!get_args(env, info, 3, argv, NULL)) return NULL;
+  if (!get_fd(env, argv[0], "fd", &fd)) return NULL;
+  if (!get_integer(env, argv[1], "sec", 0, MAX_SAFE_INTEGER, &sec)) return NULL;
+  if (!get_integer(env, argv[2], "nsec", 0, 999999999, &nsec)) return NULL;
+  struct itimerspec its = {.it_interval = {0, 0}, .it_value = {(time_t)sec, (long)nsec}};
+  if (timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL) != 0) {
+    throw_errno(env, errno, "timerfd_settime", NULL);
+    return NULL;
+  }
+  return undefined(env);
+}
+
+/* monotonicNow(): CLOCK_MONOTONIC in milliseconds (a double: sub-microsecond
+ * precision for years of uptime), to place timerfd deadlines. */
+static napi_value js_monotonic_now(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  napi_value v = NULL;
+  napi_create_double(env, (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6, &v);
+  return v;
+}
+
+/* ------------------------------------------------------------------------ */
 
 NAPI_MODULE_INIT() {
   addon_t* addon = (addon_t*)calloc(1, sizeof *addon);
@@ -984,6 +1029,9 @@ NAPI_MODULE_INIT() {
       {"eventfdRead", NULL, js_eventfd_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfd", NULL, js_memfd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"timerfd", NULL, js_timerfd, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"timerfdSet", NULL, js_timerfd_set, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"monotonicNow", NULL, js_monotonic_now, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) {
     throw_napi_failure(env, "napi_define_properties");

@@ -6,7 +6,11 @@ export class UsageError extends Error {}
 
 export const EXIT_USAGE = 2;
 
-type OptionSpec = { readonly type: "string" | "boolean"; readonly short?: string };
+type OptionSpec = {
+  readonly type: "string" | "boolean";
+  readonly short?: string;
+  readonly multiple?: boolean;
+};
 
 /**
  * Parses `args` against `options` (long names without "--"); -h/--help
@@ -16,7 +20,7 @@ type OptionSpec = { readonly type: "string" | "boolean"; readonly short?: string
 export function parseCommandLine<K extends string>(
   args: readonly string[],
   options: Readonly<Record<K, OptionSpec>>,
-): { [P in K]?: string | boolean } | "help" {
+): { [P in K]?: string | boolean | string[] } | "help" {
   if (args.includes("--help") || args.includes("-h")) return "help";
   try {
     const { values } = parseArgs({
@@ -26,8 +30,9 @@ export function parseCommandLine<K extends string>(
       allowPositionals: false,
     });
     for (const [name, value] of Object.entries(values))
-      if (value === "") throw new UsageError(`--${name} needs a value`);
-    return values as { [P in K]?: string | boolean };
+      if (value === "" || (Array.isArray(value) && value.includes("")))
+        throw new UsageError(`--${name} needs a value`);
+    return values as { [P in K]?: string | boolean | string[] };
   } catch (err) {
     if (err instanceof UsageError) throw err;
     throw new UsageError(usageMessage(err));

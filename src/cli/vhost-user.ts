@@ -1,16 +1,17 @@
 /**
  * `virtio-snd vhost-user`: the vhost-user back-end daemon for QEMU's
- * vhost-user-snd-pci. It listens on a Unix socket, serves one front-end at a
- * time, prints one line per stream event, and on SIGINT or SIGTERM finishes
+ * vhost-user-snd-pci. It listens on one Unix socket per guest (each with its
+ * own device, backend and files, all on one clock), serves one front-end per
+ * socket at a time, prints one line per stream event, and on SIGINT or SIGTERM finishes
  * its files, prints a summary per stream and exits 0. With --record, each
  * front-end's session is recorded as a trace (src/trace/), one file per
  * connection.
  */
-import { unlinkSync } from "node:fs";
+import { mkdirSync, unlinkSync } from "node:fs";
 import { createRequire } from "node:module";
-import { extname } from "node:path";
+import { basename, extname, join, resolve } from "node:path";
 import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
-import { type Clock, RealTimeClock } from "../audio/clock.js";
+import type { Clock } from "../audio/clock.js";
 import { GainBackend } from "../audio/gain.js";
 import { openCaptureVoice } from "../audio/paced-input-voice.js";
 import { type PcmParams, frameBits } from "../audio/pcm-params.js";
@@ -31,12 +32,13 @@ import { TraceFileWriter } from "../node/trace-file.js";
 import { SessionTracer, TraceRecorder } from "../trace/recorder.js";
 import { VhostUserDaemon, claimSocketPath } from "../vhost-user/daemon.js";
 import { type NativeBinding, loadNative, nativeAvailable } from "../vhost-user/native.js";
+import { NativeClock } from "../vhost-user/native-clock.js";
 import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
 import { wavDirNotice } from "./wav-dir.js";
 import { type StreamMixer, applyMixer, describeControl, mixerControls } from "./mixer.js";
 import { describeStreamEvent } from "./stream-events.js";
 
-export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [options]
+export const VHOST_USER_HELP = `Usage: virtio-snd vhost-user --socket PATH [--socket PATH ...] [options]
 
 Serves a virtio sound device to QEMU over vhost-user: run this, then start QEMU with
   -object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem
@@ -44,7 +46,10 @@ Serves a virtio sound device to QEMU over vhost-user: run this, then start QEMU 
 When QEMU goes away the device is reset and the next QEMU may connect.
 
 Options:
-  --socket PATH        the Unix socket to listen on (also --socket-path=PATH)
+  --socket PATH        the Unix socket to listen on (also --socket-path=PATH); give it again
+                       for more guests: each socket is one guest with its own device, streams
+                       and files (wav:DIR gets a folder per guest, named after its socket)
+  --socket-dir DIR     serve --guests N guests (default 1) on DIR/guest-1.sock ... guest-N.sock
   --output SINK        where output streams play: speaker, speaker:DEVICE, wav:DIR, wav or null
                        (default: the sound device if speaker works here, else WAV files in
                        the working directory)
@@ -92,8 +97,18 @@ export interface VhostUserCommandIo {
   readonly onListening?: (daemon: VhostUserDaemon) => void;
 }
 
-interface Options {
+/** One guest: the socket it is served on, and its name (for lines and its folder of WAV files). */
+interface GuestSpec {
   socket: string;
+  name: string;
+}
+
+/** Guests one process serves at most (each holds a device, a socket and its voices). */
+const MAX_GUESTS = 256;
+
+interface Options {
+  guests: GuestSpec[];
+  socketDir: string | undefined;
   output: string | undefined;
   input: string;
   outputs: number;
@@ -126,8 +141,10 @@ function integer(value: string, what: string, min: number, max: number): number 
 }
 
 const OPTIONS = {
-  socket: { type: "string" },
-  "socket-path": { type: "string" },
+  socket: { type: "string", multiple: true },
+  "socket-path": { type: "string", multiple: true },
+  "socket-dir": { type: "string" },
+  guests: { type: "string" },
   output: { type: "string" },
   input: { type: "string" },
   streams: { type: "string" },
@@ -149,8 +166,33 @@ function parse(args: readonly string[]): Options | "help" {
     const value = v[name];
     return typeof value === "string" ? value : undefined;
   };
-  const socket = text("socket") ?? text("socket-path");
-  if (socket === undefined) throw new UsageError("--socket PATH is required");
+  const list = (name: "socket" | "socket-path"): string[] => {
+    const value = v[name];
+    return Array.isArray(value) ? value : [];
+  };
+  const sockets = [...list("socket"), ...list("socket-path")];
+  const socketDir = text("socket-dir");
+  const guestCount = text("guests");
+  if (socketDir !== undefined) {
+    if (sockets.length > 0) throw new UsageError("--socket-dir DIR and --socket PATH do not go together");
+    const n = guestCount === undefined ? 1 : integer(guestCount, "--guests", 1, MAX_GUESTS);
+    for (let i = 1; i <= n; i++) sockets.push(join(socketDir, `guest-${i}.sock`));
+  } else if (guestCount !== undefined) {
+    throw new UsageError("--guests N goes with --socket-dir DIR");
+  }
+  if (sockets.length === 0) throw new UsageError("--socket PATH is required");
+  if (sockets.length > MAX_GUESTS) throw new UsageError(`at most ${MAX_GUESTS} guests (--socket)`);
+  const guests: GuestSpec[] = [];
+  for (const socket of sockets) {
+    const name = basename(socket, extname(socket)) || "guest";
+    if (guests.some((g) => resolve(g.socket) === resolve(socket)))
+      throw new UsageError(`--socket ${socket} is given twice`);
+    if (guests.some((g) => g.name === name))
+      throw new UsageError(
+        `two sockets are named "${name}": each guest's WAV folder is named after its socket`,
+      );
+    guests.push({ socket, name });
+  }
   const ring = text("ring") ?? "packed";
   if (ring !== "packed" && ring !== "split")
     throw new UsageError(`--ring takes "packed" or "split", not "${ring}"`);
@@ -158,6 +200,7 @@ function parse(args: readonly string[]): Options | "help" {
   if (recordAudio !== undefined && recordAudio !== "full" && recordAudio !== "hash")
     throw new UsageError(`--record-audio takes "full" or "hash", not "${recordAudio}"`);
   const record = text("record");
+  if (record !== undefined && guests.length > 1) throw new UsageError("--record goes with one guest");
   if (recordAudio !== undefined && record === undefined)
     throw new UsageError("--record-audio goes with --record FILE");
   let outputs = 1;
@@ -180,7 +223,8 @@ function parse(args: readonly string[]): Options | "help" {
   const maxChain = limit("max-chain");
   const maxControlBytes = limit("max-control-bytes");
   return {
-    socket,
+    guests,
+    socketDir,
     output: text("output"),
     input: text("input") ?? "silence",
     outputs,
@@ -374,7 +418,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   }
 
   // Before anything slow (the speaker probe) or visible (files): without the addon, or
-  // with another daemon on the socket, nothing can work.
+  // with another daemon on a socket, nothing can work.
   if (io.binding === undefined) {
     const native = nativeAvailable();
     if (!native.ok) {
@@ -382,30 +426,140 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       return 1;
     }
   }
-  try {
-    claimSocketPath(io.binding ?? loadNative(), options.socket);
-  } catch (err) {
-    complain(err instanceof Error ? err.message : String(err));
-    return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
+  const binding = io.binding ?? loadNative();
+  if (options.socketDir !== undefined) {
+    try {
+      mkdirSync(options.socketDir, { recursive: true });
+    } catch (err) {
+      complain(`--socket-dir: cannot make ${options.socketDir}: ${(err as Error).message}`);
+      return 1;
+    }
+  }
+  for (const g of options.guests) {
+    try {
+      claimSocketPath(binding, g.socket);
+    } catch (err) {
+      complain(err instanceof Error ? err.message : String(err));
+      return (err as { code?: unknown }).code === "ERR_SOCKET_IN_USE" ? EXIT_SOCKET_IN_USE : 1;
+    }
   }
 
-  const clock = io.clock ?? new RealTimeClock();
+  // One timerfd for every voice of every guest: a wake-up per period, not a setTimeout per voice and period.
+  const ownClock = io.clock === undefined ? new NativeClock(binding) : null;
+  const clock = io.clock ?? ownClock!;
   const start = clock.now();
   const stamp = (ns: number): string => `[${((ns - start) / 1e9).toFixed(3).padStart(8)} s]`;
-  let source: CaptureSource;
-  let sink: AudioBackend;
+  const several = options.guests.length > 1;
   const notice = wavDirNotice(options.output);
   if (notice !== null) complain(notice);
+
+  const guests: Guest[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const g of guests) await g.close();
+    ownClock?.close();
+  };
+  for (const spec of options.guests) {
+    const tag = several ? `${spec.name}: ` : "";
+    let guest: Guest | number;
+    try {
+      guest = await startGuest(spec, {
+        options,
+        config,
+        mixers,
+        clock,
+        binding: io.binding,
+        say: (line) => say(several ? `[${spec.name}] ${line}` : line),
+        complain: (line) => complain(`${tag}${line}`),
+        stamp,
+      });
+    } catch (err) {
+      complain(`${tag}${err instanceof Error ? err.message : String(err)}`);
+      guest = 1;
+    }
+    if (typeof guest === "number") {
+      await closeAll();
+      return guest;
+    }
+    guests.push(guest);
+  }
+
+  // Before the line that says it listens: whoever reads it may signal at once.
+  const signal = io.stop === undefined ? waitForSignal() : undefined;
+  const sinkName = guests[0]!.sinkName;
+  say(
+    `virtio-snd vhost-user: listening on ${options.guests.map((g) => g.socket).join(", ")}: ` +
+      `${several ? `${options.guests.length} guests, each with ` : ""}` +
+      `${options.outputs} output and ${options.inputs} input ` +
+      `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps` +
+      `${mixers.length > 0 ? `, ${config.controls?.length ?? 0} mixer controls` : ""}; ` +
+      `output to ${sinkName}${several && /^wav/.test(sinkName) ? " (a folder per guest)" : ""}, input from ${options.input}`,
+  );
+  for (const g of guests) io.onListening?.(g.daemon);
+
+  const why = await (signal?.promise ?? io.stop);
+  signal?.dispose();
+  for (const g of guests) await g.stop();
+  say(`${stamp(clock.now())} ${typeof why === "string" ? `${why}: ` : ""}stopped`);
+  for (const g of guests) g.summary();
+  ownClock?.close();
+  return 0;
+}
+
+/** One guest of the daemon: its socket, device, backend and files. */
+interface Guest {
+  readonly daemon: VhostUserDaemon;
+  readonly sinkName: string;
+  /** Stops serving (the device resets: files get their final headers) and closes the backend. */
+  stop(): Promise<void>;
+  /** What each stream played or recorded. */
+  summary(): void;
+  /** stop() when it did not run yet (startup failed for a later guest). */
+  close(): Promise<void>;
+}
+
+interface GuestContext {
+  readonly options: Options;
+  readonly config: SoundConfig;
+  readonly mixers: readonly StreamMixer[];
+  readonly clock: Clock;
+  readonly binding: NativeBinding | undefined;
+  readonly say: (line: string) => void;
+  readonly complain: (line: string) => void;
+  readonly stamp: (ns: number) => string;
+}
+
+/** The output of one guest: `--output` as given, with a folder of its own under a wav DIR when there are several. */
+function guestOutput(output: string | undefined, spec: GuestSpec, several: boolean): string | undefined {
+  if (!several || output === undefined) return output;
+  if (output === "wav") return `wav:${spec.name}`;
+  if (output.startsWith("wav:")) return `wav:${join(output.slice(4), spec.name)}`;
+  return output;
+}
+
+/**
+ * Serves one guest on its socket: a device, an audio backend (its own files),
+ * its own capture source, event lines and trace. Returns an exit code when it cannot.
+ */
+async function startGuest(spec: GuestSpec, ctx: GuestContext): Promise<Guest | number> {
+  const { options, config, mixers, clock, say, complain, stamp } = ctx;
+  const several = options.guests.length > 1;
+  let source: CaptureSource;
+  let sink: AudioBackend;
   try {
     source = resolveSource(options.input);
+    const output = guestOutput(options.output, spec, several);
     sink =
-      options.output === undefined
+      output === undefined
         ? await chooseDefaultSink({
             clock,
             log: say,
-            wavBackend: (dir, c) => new WavFileBackend({ dir, ...(c !== undefined ? { clock: c } : {}) }),
+            wavBackend: (dir, c) =>
+              new WavFileBackend({
+                dir: several ? join(dir, spec.name) : dir,
+                ...(c !== undefined ? { clock: c } : {}),
+              }),
           })
-        : await resolveSink(options.output, { clock });
+        : await resolveSink(output, { clock });
   } catch (err) {
     complain(err instanceof Error ? err.message : String(err));
     return 1;
@@ -440,14 +594,14 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
   let daemon: VhostUserDaemon;
   try {
     daemon = new VhostUserDaemon({
-      socketPath: options.socket,
+      socketPath: spec.socket,
       backend,
       clock,
       config,
       limits: options.limits,
       packed: options.ring === "packed",
       ...(tracer !== undefined ? { recorder: tracer } : {}),
-      ...(io.binding !== undefined ? { binding: io.binding } : {}),
+      ...(ctx.binding !== undefined ? { binding: ctx.binding } : {}),
     });
   } catch (err) {
     backend.close();
@@ -475,7 +629,7 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
       sink: writer,
       txAudio: options.recordAudio,
       note:
-        `virtio-snd vhost-user ${packageVersion()}: front-end connection ${sessions} on ${options.socket}, ` +
+        `virtio-snd vhost-user ${packageVersion()}: front-end connection ${sessions} on ${spec.socket}, ` +
         `${new Date().toISOString()}; ${options.outputs} output and ${options.inputs} input streams; ` +
         `output to ${sink.name}, input from ${options.input}; ` +
         `TX audio ${options.recordAudio === "full" ? "in full" : "as SHA-256"}`,
@@ -538,37 +692,37 @@ export async function runVhostUser(args: readonly string[], io: VhostUserCommand
     else if (e.level === "info" && /^(device reset|memory table)/.test(e.message))
       say(`${stamp(clock.now())} ${e.message}`);
   });
-  // Before the line that says it listens: whoever reads it may signal at once.
-  const signal = io.stop === undefined ? waitForSignal() : undefined;
-  say(
-    `virtio-snd vhost-user: listening on ${options.socket}: ${options.outputs} output and ${options.inputs} input ` +
-      `streams, ${config.jacks?.length ?? 0} jacks, ${config.chmaps?.length ?? 0} channel maps` +
-      `${mixers.length > 0 ? `, ${config.controls?.length ?? 0} mixer controls` : ""}; ` +
-      `output to ${sink.name}, input from ${options.input}`,
-  );
-  io.onListening?.(daemon);
 
-  const why = await (signal?.promise ?? io.stop);
-  signal?.dispose();
-  // Resetting the device stops every stream and closes its voice: files get their final headers.
-  await daemon.close();
-  endRecording();
-  if (sessions === 0 && firstWriter !== null && record !== undefined) {
-    // No front-end came: no trace, rather than an empty file.
-    firstWriter.close();
-    removeQuietly(record);
-    say(`no front-end connected: nothing recorded to ${record}`);
-  }
-  try {
-    backend.close();
-  } catch (err) {
-    complain(`closing the audio backend: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  say(`${stamp(clock.now())} ${typeof why === "string" ? `${why}: ` : ""}stopped`);
-  streams.forEach((s, id) => {
-    const t = tallies.get(id) ?? { direction: s.direction, frames: 0, xruns: 0, bits: 0 };
-    const verb = s.direction === "output" ? "played" : "recorded";
-    say(`stream ${id} (${s.direction}): ${verb} ${t.frames} frames, ${t.xruns} xruns`);
-  });
-  return 0;
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    // Resetting the device stops every stream and closes its voice: files get their final headers.
+    await daemon.close();
+    endRecording();
+    if (sessions === 0 && firstWriter !== null && record !== undefined) {
+      // No front-end came: no trace, rather than an empty file.
+      firstWriter.close();
+      removeQuietly(record);
+      say(`no front-end connected: nothing recorded to ${record}`);
+    }
+    try {
+      backend.close();
+    } catch (err) {
+      complain(`closing the audio backend: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  return {
+    daemon,
+    sinkName: sink.name,
+    stop,
+    close: stop,
+    summary: () => {
+      streams.forEach((s, id) => {
+        const t = tallies.get(id) ?? { direction: s.direction, frames: 0, xruns: 0, bits: 0 };
+        const verb = s.direction === "output" ? "played" : "recorded";
+        say(`stream ${id} (${s.direction}): ${verb} ${t.frames} frames, ${t.xruns} xruns`);
+      });
+    },
+  };
 }

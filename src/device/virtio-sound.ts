@@ -129,6 +129,11 @@ export class VirtioSound {
   );
   /** Queues with used entries not yet considered for an interrupt, one bit per queue index. */
   private dirty = 0;
+  /**
+   * Per queue: a stream of its direction ticks, so its notifications are
+   * suppressed and new messages are taken on the voices' ticks (see ioTicking).
+   */
+  private readonly tickPolled: boolean[] = new Array<boolean>(VIRTIO_SND_VQ_MAX).fill(false);
   /** Where each queue's areas are, as the driver set them up (kept for snapshots). */
   private readonly layouts: (QueueLayout | null)[] = new Array<QueueLayout | null>(VIRTIO_SND_VQ_MAX).fill(
     null,
@@ -173,6 +178,7 @@ export class VirtioSound {
         this.flush();
       },
       fatal: (error) => this.fatal(error),
+      runningChanged: (direction) => this.ioTicking(direction),
     };
     this.streams = this.streamInfos.map((info, i) => new PcmStream(i, info.direction, this.host));
     this.control = new ControlHandler({
@@ -262,7 +268,7 @@ export class VirtioSound {
       for (const s of this.streams) if (s.direction === direction) s.forgetPending();
     }
     try {
-      this.makeQueue(index, layout, base).enableNotifications(true);
+      this.makeQueue(index, layout, base).enableNotifications(!this.tickPolled[index]);
     } catch (err) {
       this.fatal(err);
     }
@@ -360,6 +366,7 @@ export class VirtioSound {
     this.queues.fill(null);
     this.layouts.fill(null);
     this.dirty = 0;
+    this.tickPolled.fill(false);
     this.events = null;
     this.driverFeatures = 0n;
     this.featuresAccepted = false;
@@ -463,6 +470,10 @@ export class VirtioSound {
         stream.restoreState(st, queue, elapsedNs);
       });
       s.dropsReported.forEach((b, i) => (this.unattributedDropReported[i] = b));
+      // The rings' saved suppression state already says what the driver sees; only the streams need telling.
+      const ticking = this.streams.some((st) => st.direction === VIRTIO_SND_D_OUTPUT && st.ticking);
+      this.tickPolled[VIRTIO_SND_VQ_TX] = ticking;
+      for (const st of this.streams) if (st.direction === VIRTIO_SND_D_OUTPUT) st.pollOnTick = ticking;
       if (s.broken !== null) this.broken = new VirtqueueBrokenError(s.broken);
     } catch (err) {
       this.reset();
@@ -603,6 +614,33 @@ export class VirtioSound {
     return stream;
   }
 
+  /**
+   * While a stream of `direction` runs, its voice calls back every period and
+   * takes the messages the driver queued since (as with MSG_POLLING), so the
+   * driver's notifications for that queue are suppressed: a kick per period
+   * would cost the host a wake-up for nothing. When no stream of the direction
+   * runs any more, notifications are asked for again and the ring re-checked
+   * after that, so a message queued in between is taken now, not lost.
+   */
+  private ioTicking(direction: number): void {
+    // Playback only: TX is where a message comes every period; capture keeps its kicks.
+    if (direction !== VIRTIO_SND_D_OUTPUT) return;
+    const index = VIRTIO_SND_VQ_TX;
+    let ticking = false;
+    for (const s of this.streams) if (s.direction === direction && s.ticking) ticking = true;
+    for (const s of this.streams) if (s.direction === direction) s.pollOnTick = ticking;
+    if (ticking === this.tickPolled[index] || this.broken !== null) return;
+    this.tickPolled[index] = ticking;
+    const queue = this.queues[index];
+    if (queue === null || queue === undefined) return;
+    try {
+      if (queue.enableNotifications(!ticking) && !ticking) this.processIo(index);
+      this.flush();
+    } catch (err) {
+      this.fatal(err);
+    }
+  }
+
   private postEvent(code: number, data: number): void {
     // A device that needs a reset leaves its rings alone (and the driver re-reads everything after the reset).
     if (this.broken !== null) return;
@@ -642,6 +680,7 @@ export class VirtioSound {
         ? error
         : new VirtqueueBrokenError(`device error: ${error.message}`, { cause: error });
     for (const s of this.streams) s.reset();
+    this.tickPolled.fill(false);
     this.options.recorder?.needsReset(this.broken);
     this.options.onNeedsReset?.(this.broken);
   }

@@ -33,3 +33,4 @@ export {
   type VhostUserDaemonOptions,
 } from "../vhost-user/daemon.js";
 export { loadNative, nativeAvailable, type LoadNativeOptions } from "../vhost-user/native.js";
+export { NativeClock } from "../vhost-user/native-clock.js";

@@ -77,8 +77,10 @@ export interface StreamHost {
   flush(): void;
   postEvent(code: number, data: number): void;
   emit(event: StreamEvent): void;
-  /** Takes messages the driver queued without a notification (VIRTIO_SND_PCM_F_MSG_POLLING). */
+  /** Takes messages the driver queued without a notification (VIRTIO_SND_PCM_F_MSG_POLLING, or kicks suppressed). */
   poll(direction: number): void;
+  /** The stream began or ceased to tick (see PcmStream.ticking). */
+  runningChanged?(direction: number): void;
   /** Something that cannot happen did: the device must stop and need a reset, not crash its host. */
   fatal(error: unknown): void;
 }
@@ -100,6 +102,8 @@ export class PcmStream implements OutputSource, InputSink {
   private failed = false;
   /** The driver does not notify about new messages: look for them at every voice callback. */
   private polling = false;
+  /** Set by the device while it suppresses this queue's notifications: look for new messages at every voice callback. */
+  pollOnTick = false;
 
   // Pending messages: a ring of chains, oldest at `head`.
   private pending: (Chain | null)[] = new Array<Chain | null>(16).fill(null);
@@ -149,6 +153,11 @@ export class PcmStream implements OutputSource, InputSink {
 
   get pendingCount(): number {
     return this.count;
+  }
+
+  /** Running with a voice that calls back every period (so it can take new messages then). */
+  get ticking(): boolean {
+    return this.state === PcmState.Running && this.voice !== null && !this.failed;
   }
 
   // ---- control commands (§5.14.6.6) -----------------------------------------
@@ -205,6 +214,7 @@ export class PcmStream implements OutputSource, InputSink {
       this.voiceFailed(err);
       return VIRTIO_SND_S_IO_ERR;
     }
+    this.host.runningChanged?.(this.direction);
     return VIRTIO_SND_S_OK;
   }
 
@@ -220,6 +230,7 @@ export class PcmStream implements OutputSource, InputSink {
       this.voiceFailed(err);
     }
     this.emit("stop");
+    this.host.runningChanged?.(this.direction);
     return VIRTIO_SND_S_OK;
   }
 
@@ -251,6 +262,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.forgetPending();
     this.state = this.params === null ? PcmState.Idle : PcmState.ParamsSet;
     this.failed = false;
+    this.pollOnTick = false;
     this.polling = this.params !== null && (this.params.features & (1 << VIRTIO_SND_PCM_F_MSG_POLLING)) !== 0;
   }
 
@@ -413,7 +425,7 @@ export class PcmStream implements OutputSource, InputSink {
   /** OutputSource.read: the voice wants the next `length` bytes. */
   read(dest: Uint8Array, offset: number, length: number): number {
     try {
-      if (this.polling) this.host.poll(this.direction);
+      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
       return this.readMessages(dest, offset, length);
     } catch (err) {
       this.host.fatal(err);
@@ -424,7 +436,7 @@ export class PcmStream implements OutputSource, InputSink {
   /** InputSink.write: the voice captured `length` bytes. */
   write(src: Uint8Array, offset: number, length: number): number {
     try {
-      if (this.polling) this.host.poll(this.direction);
+      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
       return this.writeMessages(src, offset, length);
     } catch (err) {
       this.host.fatal(err);
@@ -628,6 +640,7 @@ export class PcmStream implements OutputSource, InputSink {
     const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
     while (this.count > 0)
       this.completeHead(VIRTIO_SND_S_IO_ERR, isOutput ? STATUS_SIZE : this.curFilled + STATUS_SIZE);
+    this.host.runningChanged?.(this.direction);
   }
 
   private closeVoice(): void {

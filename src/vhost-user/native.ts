@@ -209,6 +209,19 @@ export interface NativeBinding {
    * memory-backend-memfd). The file is sparse: pages cost memory once touched.
    */
   memfd(name: string, size: number): number;
+  /**
+   * timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC|TFD_NONBLOCK): a timer to
+   * watch with {@link NativeBinding.poll}. Whoever gets it must close() it.
+   */
+  timerfd(): number;
+  /**
+   * Arms the timerfd to expire once at CLOCK_MONOTONIC time sec.nsec (nsec
+   * 0..999999999), or disarms it (0, 0). Either also clears an expiry not yet
+   * read, so the fd stops being readable.
+   */
+  timerfdSet(fd: number, sec: number, nsec: number): void;
+  /** CLOCK_MONOTONIC (the clock of performance.now() and timerfd) in milliseconds. */
+  monotonicNow(): number;
 }
 
 export interface LoadNativeOptions {
@@ -232,6 +245,9 @@ const BINDING_FUNCTIONS = [
   "eventfdRead",
   "eventfdWrite",
   "memfd",
+  "timerfd",
+  "timerfdSet",
+  "monotonicNow",
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 const loaded = new Map<string, NativeBinding>();

@@ -81,6 +81,7 @@ export class GuestSide {
   readonly events: { code: number; data: number }[] = [];
   private readonly eventBufs = new Map<number, number>();
   private readonly txStatus = new Map<number, number>();
+  private readonly txSlots = new Map<number, { hdr: number; buf: number; status: number; len: number }>();
   private readonly ctlReq: number;
   private readonly ctlResp: number;
   /** How the guest notifies the device (replaceable: a new front-end may take over the same guest). */
@@ -267,6 +268,37 @@ export class GuestSide {
     }
     if (this.queues[VIRTIO_SND_VQ_TX]!.kickNeeded()) this.kick(VIRTIO_SND_VQ_TX);
     return tokens;
+  }
+
+  /**
+   * Queues one period of `data` from slot `slot` of a ring of period buffers
+   * at fixed addresses (made on first use), as Linux's driver reuses its ALSA
+   * buffer; kicks when asked. Returns the token.
+   */
+  queueTxSlot(streamId: number, slot: number, data: Uint8Array): number {
+    let s = this.txSlots.get(slot);
+    if (s === undefined || s.len !== data.length) {
+      s = {
+        hdr: this.alloc(4, 4),
+        buf: this.alloc(data.length, 64),
+        status: this.alloc(8, 8),
+        len: data.length,
+      };
+      this.txSlots.set(slot, s);
+      this.memory.write(s.buf, data, 0, data.length);
+    }
+    this.memory.writeU32(s.hdr, streamId);
+    this.memory.fill(s.status, 8, 0xee);
+    const token = this.queues[VIRTIO_SND_VQ_TX]!.add(
+      [
+        { addr: s.hdr, len: 4 },
+        { addr: s.buf, len: s.len },
+      ],
+      [{ addr: s.status, len: 8 }],
+    );
+    this.txStatus.set(token, s.status);
+    if (this.queues[VIRTIO_SND_VQ_TX]!.kickNeeded()) this.kick(VIRTIO_SND_VQ_TX);
+    return token;
   }
 
   /**
