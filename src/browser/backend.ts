@@ -19,10 +19,13 @@ export interface WebAudioBackendOptions {
   /** What input streams record (see WebAudioBackend.microphone); default silence. */
   readonly input?: AudioNode | null;
   /**
-   * Milliseconds of audio kept queued for the worklet (default 40): what the
-   * main thread may stall without a glitch, and the latency it adds.
+   * Milliseconds of audio kept queued for the worklet (default 100): what the
+   * page's main thread may stall without a glitch (an emulator on that thread
+   * stalls it for tens of milliseconds), and the latency it adds.
    */
   readonly bufferMs?: number;
+  /** After an underrun a voice keeps half as much again, up to this (default 400 ms). */
+  readonly maxBufferMs?: number;
   /** Frames the worklet moves between two messages to the page (default 256: 5.3 ms at 48 kHz). */
   readonly notifyFrames?: number;
 }
@@ -79,7 +82,10 @@ export class WebAudioBackend implements AudioBackend {
    * the page is not cross-origin isolated or has no AudioWorklet, and with
    * ERR_BACKEND when the worklet module cannot be loaded.
    */
-  static async create(context: BaseAudioContext, options: WebAudioBackendOptions = {}): Promise<WebAudioBackend> {
+  static async create(
+    context: BaseAudioContext,
+    options: WebAudioBackendOptions = {},
+  ): Promise<WebAudioBackend> {
     const why = webAudioUnsupported();
     if (why !== null) throw new VirtioSndError("ERR_BROWSER_UNSUPPORTED", why);
     const url = options.workletUrl ?? defaultWorkletUrl();
@@ -120,11 +126,14 @@ export class WebAudioBackend implements AudioBackend {
 
   openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
     const rate = this.context.sampleRate;
-    const bufferMs = this.options.bufferMs ?? 40;
+    const bufferMs = this.options.bufferMs ?? 100;
+    const maxBufferMs = Math.max(bufferMs, this.options.maxBufferMs ?? 400);
     const notifyFrames = this.options.notifyFrames ?? 256;
     const destination = this.options.destination ?? this.context.destination;
+    const frames = (ms: number) => Math.max(notifyFrames + 256, Math.round((rate * ms) / 1000));
     const voice = new WebAudioOutputVoice(this.context, streamId, params, source, {
-      targetFrames: Math.max(notifyFrames + 256, Math.round((rate * bufferMs) / 1000)),
+      targetFrames: frames(bufferMs),
+      maxTargetFrames: frames(maxBufferMs),
       notifyFrames,
       destination,
       // More than the destination takes would be downmixed by Web Audio; the converter does it in the stream's chmap order.

@@ -114,6 +114,7 @@ export class WebAudioInputVoice implements Voice {
       starvedFrames: 0,
       overrunFrames: r.get(Slot.OverrunFrames),
       queuedFrames: r.available(),
+      targetFrames: 0,
     };
   }
 

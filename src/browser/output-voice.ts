@@ -25,11 +25,15 @@ export interface VoiceStats {
   readonly overrunFrames: number;
   /** Frames in the ring now. */
   readonly queuedFrames: number;
+  /** Output: frames the voice keeps queued now (raised by underruns). */
+  readonly targetFrames: number;
 }
 
 export interface OutputVoiceOptions {
   /** Frames at the context's rate to keep in the ring. */
   readonly targetFrames: number;
+  /** Up to this many after underruns: each one raises the target by half. */
+  readonly maxTargetFrames: number;
   /** Frames the worklet plays between two refills. */
   readonly notifyFrames: number;
   readonly destination: AudioNode;
@@ -54,6 +58,8 @@ export class WebAudioOutputVoice implements Voice {
   private running = false;
   private closed = false;
   private streamFrames = 0;
+  private targetFrames: number;
+  private underrunsSeen = 0;
 
   constructor(
     private readonly context: BaseAudioContext,
@@ -63,6 +69,7 @@ export class WebAudioOutputVoice implements Voice {
     private readonly options: OutputVoiceOptions,
   ) {
     const rate = context.sampleRate;
+    this.targetFrames = options.targetFrames;
     this.converter = new StreamConverter(
       { format: params.format, channels: params.channels, rate: params.rate },
       { format: VIRTIO_SND_PCM_FMT_FLOAT, channels: options.channels, rate },
@@ -70,9 +77,9 @@ export class WebAudioOutputVoice implements Voice {
     this.inFrameBytes = this.converter.inFrameBytes;
     this.ratio = params.rate / rate;
     // A refill asks for at most targetFrames (plus rounding); the resampler may release a few more.
-    const capacity = options.targetFrames * 2 + options.notifyFrames + 4096;
+    const capacity = options.maxTargetFrames * 2 + options.notifyFrames + 4096;
     this.ring = FloatRing.create(options.channels, capacity);
-    this.scratch = new Uint8Array((Math.ceil(options.targetFrames * this.ratio) + 2) * this.inFrameBytes);
+    this.scratch = new Uint8Array((Math.ceil(options.maxTargetFrames * this.ratio) + 2) * this.inFrameBytes);
     const processorOptions: RingProcessorOptions = {
       buffer: this.ring.buffer,
       channels: options.channels,
@@ -95,8 +102,9 @@ export class WebAudioOutputVoice implements Voice {
     if (this.running || this.closed) return;
     this.running = true;
     this.ring.set(Slot.Dry, 0);
-    this.ring.set(Slot.Active, 1);
+    // Filled first: the stream's first bytes are not late however long the first conversion takes.
     this.refill();
+    this.ring.set(Slot.Active, 1);
   }
 
   /**
@@ -141,6 +149,7 @@ export class WebAudioOutputVoice implements Voice {
       starvedFrames: r.get(Slot.StarvedFrames),
       overrunFrames: 0,
       queuedFrames: r.available(),
+      targetFrames: this.targetFrames,
     };
   }
 
@@ -154,8 +163,14 @@ export class WebAudioOutputVoice implements Voice {
   /** Tops the ring up to targetFrames from the stream. */
   private refill(): void {
     if (!this.running) return;
+    const underruns = this.ring.get(Slot.Underruns);
+    if (underruns !== this.underrunsSeen) {
+      // The page's main thread stalled longer than the ring lasts: keep more from now on.
+      this.underrunsSeen = underruns;
+      this.targetFrames = Math.min(this.options.maxTargetFrames, Math.ceil(this.targetFrames * 1.5));
+    }
     const queued = this.ring.available() + this.converter.pendingFrames / this.ratio;
-    const need = this.options.targetFrames - queued;
+    const need = this.targetFrames - queued;
     if (need <= 0) return;
     const frames = Math.min(Math.ceil(need * this.ratio), this.scratch.length / this.inFrameBytes);
     const want = frames * this.inFrameBytes;
