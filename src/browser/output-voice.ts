@@ -30,7 +30,7 @@ export interface VoiceStats {
 }
 
 export interface OutputVoiceOptions {
-  /** Frames at the context's rate to keep in the ring. */
+  /** Frames at the context's rate to keep in the ring (at most half the guest's buffer). */
   readonly targetFrames: number;
   /** Up to this many after underruns: each one raises the target by half. */
   readonly maxTargetFrames: number;
@@ -59,6 +59,7 @@ export class WebAudioOutputVoice implements Voice {
   private closed = false;
   private streamFrames = 0;
   private targetFrames: number;
+  private readonly maxTargetFrames: number;
   private underrunsSeen = 0;
 
   constructor(
@@ -69,17 +70,21 @@ export class WebAudioOutputVoice implements Voice {
     private readonly options: OutputVoiceOptions,
   ) {
     const rate = context.sampleRate;
-    this.targetFrames = options.targetFrames;
     this.converter = new StreamConverter(
       { format: params.format, channels: params.channels, rate: params.rate },
       { format: VIRTIO_SND_PCM_FMT_FLOAT, channels: options.channels, rate },
     );
     this.inFrameBytes = this.converter.inFrameBytes;
     this.ratio = params.rate / rate;
+    // Never ask the guest for more than half its buffer: a read it cannot fill is an underrun
+    // the stream reports to the guest (an XRUN event), though the ring still plays.
+    const half = Math.floor(params.bufferBytes / this.inFrameBytes / 2 / this.ratio);
+    this.maxTargetFrames = Math.max(128, Math.min(options.maxTargetFrames, half));
+    this.targetFrames = Math.min(options.targetFrames, this.maxTargetFrames);
     // A refill asks for at most targetFrames (plus rounding); the resampler may release a few more.
-    const capacity = options.maxTargetFrames * 2 + options.notifyFrames + 4096;
+    const capacity = this.maxTargetFrames * 2 + options.notifyFrames + 4096;
     this.ring = FloatRing.create(options.channels, capacity);
-    this.scratch = new Uint8Array((Math.ceil(options.maxTargetFrames * this.ratio) + 2) * this.inFrameBytes);
+    this.scratch = new Uint8Array((Math.ceil(this.maxTargetFrames * this.ratio) + 2) * this.inFrameBytes);
     const processorOptions: RingProcessorOptions = {
       buffer: this.ring.buffer,
       channels: options.channels,
@@ -167,7 +172,7 @@ export class WebAudioOutputVoice implements Voice {
     if (underruns !== this.underrunsSeen) {
       // The page's main thread stalled longer than the ring lasts: keep more from now on.
       this.underrunsSeen = underruns;
-      this.targetFrames = Math.min(this.options.maxTargetFrames, Math.ceil(this.targetFrames * 1.5));
+      this.targetFrames = Math.min(this.maxTargetFrames, Math.ceil(this.targetFrames * 1.5));
     }
     const queued = this.ring.available() + this.converter.pendingFrames / this.ratio;
     const need = this.targetFrames - queued;
