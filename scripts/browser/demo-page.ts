@@ -9,6 +9,10 @@ import { LiveReplay, RealTimeClock, type StreamEvent, VirtualClock } from "virti
 import { WebAudioBackend, webAudioUnsupported } from "virtio-snd/browser";
 import { bootPageGuest } from "./page-guest.js";
 
+/** What the page measured, for scripts/browser/figures.ts: ms queued for the worklet while stream 0 played. */
+const figures = { queuedMs: [] as number[], outputLatencyMs: 0 };
+(window as unknown as { vsndFigures: typeof figures }).vsndFigures = figures;
+
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const log = $("log");
 const startButton = $<HTMLButtonElement>("start");
@@ -67,14 +71,20 @@ async function start(): Promise<void> {
   });
   await backend.resume();
   say(`AudioContext at ${context.sampleRate} Hz (${context.state}); worklet loaded`);
+  let playing = false;
   const timer = setInterval(() => {
     const s = backend.stats(0);
     if (s === undefined) return;
+    if (playing) figures.queuedMs.push((s.queuedFrames / context.sampleRate) * 1000);
     status.textContent =
       `stream 0: ${s.streamFrames} frames taken from the guest, ${s.contextFrames} played at ${context.sampleRate} Hz, ` +
       `${((s.queuedFrames / context.sampleRate) * 1000).toFixed(0)} ms queued, ${s.underruns} underruns`;
   }, 100);
-  const onStreamEvent = (e: StreamEvent) => say(describe(e));
+  const onStreamEvent = (e: StreamEvent) => {
+    if (e.streamId === 0 && (e.type === "start" || e.type === "stop")) playing = e.type === "start";
+    say(describe(e));
+  };
+  figures.outputLatencyMs = (context.baseLatency + context.outputLatency) * 1000;
 
   if (mode === "trace") {
     say("replaying traces/demo-tune.jsonl (a real Linux guest's aplay session) without a VM");

@@ -9,12 +9,13 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { makePayload } from "../../test/guest-helpers/payload.js";
 import { DEFAULT_V86_GUEST_DIR, v86GuestIsCurrent } from "../../test/guest-helpers/v86.js";
-import { type GuestFiles, REPO, bundlePage, startPageServer } from "./server.js";
+import { type GuestFiles, type PageServer, REPO, bundlePage, startPageServer } from "./server.js";
 
 /** A few notes, 48 kHz S16 stereo, as a WAV file. */
-function tuneWav(notes: readonly number[], noteSeconds = 0.3, rate = 48_000): Uint8Array {
+export function tuneWav(notes: readonly number[], noteSeconds = 0.3, rate = 48_000): Uint8Array {
   const frames = Math.round(noteSeconds * rate);
   const wav = Buffer.alloc(44 + notes.length * frames * 4);
   wav.write("RIFF", 0);
@@ -40,7 +41,7 @@ function tuneWav(notes: readonly number[], noteSeconds = 0.3, rate = 48_000): Ui
   return wav;
 }
 
-const HTML = `<!doctype html>
+export const DEMO_HTML = `<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
 <title>virtio-snd in the browser</title>
@@ -64,10 +65,8 @@ const HTML = `<!doctype html>
 </html>
 `;
 
-async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const portAt = args.indexOf("--port");
-  const port = portAt >= 0 ? Number(args[portAt + 1]) : 8086;
+/** The demo's server: the page, the guest with the tune (when it is built), the trace. */
+export async function startDemoServer(port: number): Promise<PageServer> {
   let guest: GuestFiles | undefined;
   if (v86GuestIsCurrent()) {
     const dir = DEFAULT_V86_GUEST_DIR;
@@ -86,20 +85,27 @@ async function main(): Promise<void> {
         "only the trace mode will work",
     );
   }
-  const server = await startPageServer({
-    html: HTML,
+  return startPageServer({
+    html: DEMO_HTML,
     script: await bundlePage(join(REPO, "scripts/browser/demo-page.ts")),
     files: { "/trace/demo-tune.jsonl": join(REPO, "traces/demo-tune.jsonl") },
     ...(guest !== undefined ? { guest } : {}),
     port,
   });
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const portAt = args.indexOf("--port");
+  const server = await startDemoServer(portAt >= 0 ? Number(args[portAt + 1]) : 8086);
   console.log(`virtio-snd browser demo: open ${server.url} (Ctrl-C stops the server)`);
   const stop = () => void server.close().then(() => process.exit(0));
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
 }
 
-main().catch((err: unknown) => {
-  console.error(`demo:browser: ${err instanceof Error ? err.message : String(err)}`);
-  process.exit(1);
-});
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href)
+  main().catch((err: unknown) => {
+    console.error(`demo:browser: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(1);
+  });
