@@ -178,7 +178,18 @@ export class WebAudioOutputVoice implements Voice {
     const need = this.targetFrames - queued;
     if (need <= 0) return;
     const frames = Math.min(Math.ceil(need * this.ratio), this.scratch.length / this.inFrameBytes);
-    const want = frames * this.inFrameBytes;
+    let want = frames * this.inFrameBytes;
+    // While the ring still has audio, take only what the guest has queued: a short read is an
+    // underrun the guest is told of, and the sound has not stopped. Near empty, ask in full.
+    const queuedBytes = this.source.queuedBytes?.();
+    if (
+      queuedBytes !== undefined &&
+      queuedBytes < want &&
+      this.ring.available() >= this.options.notifyFrames * 2
+    ) {
+      want = queuedBytes - (queuedBytes % this.inFrameBytes);
+      if (want === 0) return;
+    }
     const got = this.source.read(this.scratch, 0, want);
     // The stream may have failed the voice meanwhile.
     if (!this.running) return;

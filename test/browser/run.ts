@@ -181,7 +181,11 @@ async function main(): Promise<void> {
     'marker cards "$(head -n1 /proc/asound/cards)"',
     // A one-second buffer holds each file whole: the guest, slowed down by a loaded host, cannot
     // run dry and recover (an xrun drops what its buffer held), so every frame must reach the worklet.
-    ...ORDER.map((s, i) => `step play_${i} aplay -q -D hw:0,0 --buffer-time=1000000 /payload/${s.name}.wav`),
+    // The second's pause lets what the worklet still holds after the drain play out before the
+    // next session starts (they would mix, and the tap could not tell them apart).
+    ...ORDER.map(
+      (s, i) => `step play_${i} aplay -q -D hw:0,0 --buffer-time=1000000 /payload/${s.name}.wav; sleep 1`,
+    ),
     `step arecord arecord -q -D hw:0,0 -f S16_LE -c 2 -r ${RATE} -s ${REC_FRAMES} -t raw /tmp/rec.raw`,
     "emit_file rec.raw /tmp/rec.raw",
   ];
