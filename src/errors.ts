@@ -28,7 +28,12 @@ export type ErrorCode =
   /** Another process serves the vhost-user socket path (a live socket: it was left alone). */
   | "ERR_SOCKET_IN_USE"
   /** The vhost-user socket path holds something that is not a socket (a file, a folder), or cannot be used. */
-  | "ERR_SOCKET_PATH";
+  | "ERR_SOCKET_PATH"
+  /**
+   * The page cannot host WebAudioBackend: no SharedArrayBuffer (the page is not
+   * cross-origin isolated) or no AudioWorklet (not a secure context).
+   */
+  | "ERR_BROWSER_UNSUPPORTED";
 
 export class VirtioSndError extends Error {
   readonly code: ErrorCode;

@@ -11,6 +11,13 @@ export interface OutputSource {
    * the voice plays silence for the rest.
    */
   read(dest: Uint8Array, offset: number, length: number): number;
+  /**
+   * Bytes read() would return now (the guest's queued messages). A voice that
+   * reads ahead of what it plays (a browser's ring) asks for no more than this
+   * while it still has audio to play, so that the guest hears of an underrun
+   * only when the sound would stop. Optional: wrappers may not forward it.
+   */
+  queuedBytes?(): number;
   /** The voice can no longer play: the stream fails its messages with IO_ERR. */
   fail(error: Error): void;
 }

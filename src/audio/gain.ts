@@ -198,6 +198,7 @@ export class GainBackend implements AudioBackend {
         scaleStream(params, s, dest, offset, n, this.gain(streamId), pos);
         return n;
       },
+      ...(source.queuedBytes !== undefined ? { queuedBytes: () => source.queuedBytes!() } : {}),
       fail: (error) => source.fail(error),
     });
   }

@@ -433,6 +433,26 @@ export class PcmStream implements OutputSource, InputSink {
     }
   }
 
+  /** OutputSource.queuedBytes: the data of the pending messages not yet read. */
+  queuedBytes(): number {
+    try {
+      if (this.polling) this.host.poll(this.direction);
+    } catch (err) {
+      this.host.fatal(err);
+      return 0;
+    }
+    if (this.count === 0) return 0;
+    let total = Math.max(0, this.curLeft);
+    for (let i = 1; i < this.count; i++) {
+      const chain = this.pending[(this.head + i) % this.pending.length]!;
+      total +=
+        this.direction === VIRTIO_SND_D_OUTPUT
+          ? chain.readableBytes - XFER_SIZE
+          : chain.writableBytes - STATUS_SIZE;
+    }
+    return total;
+  }
+
   /** InputSink.write: the voice captured `length` bytes. */
   write(src: Uint8Array, offset: number, length: number): number {
     try {

@@ -340,6 +340,7 @@ class TapBackend implements AudioBackend {
         if (n > 0) session.data.append(dest, offset, n);
         return n;
       },
+      ...(source.queuedBytes !== undefined ? { queuedBytes: () => source.queuedBytes!() } : {}),
       fail: (error) => source.fail(error),
     });
     this.sessions.push(session);

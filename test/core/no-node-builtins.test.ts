@@ -20,6 +20,7 @@ const CORE_DIRS = [
   "trace",
   "transport",
   "v86",
+  "browser",
 ];
 const NODE_DIRS = ["node", "vhost-user", "cli", "trace-node"];
 

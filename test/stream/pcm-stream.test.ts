@@ -621,6 +621,20 @@ describe("PcmStream", () => {
       expect(rig.stream.pendingCount).toBe(0);
     });
 
+    it("queuedBytes() is what read() would return now, and asking for that much is no underrun", () => {
+      const rig = outputRig(bit(VIRTIO_SND_PCM_F_EVT_XRUNS));
+      expect(rig.stream.queuedBytes()).toBe(0);
+      for (const m of [rig.tx(seq(100, 0), [30, 74]), rig.tx(seq(50, 100), [4, 25, 25])]) rig.enqueue(m);
+      expect(rig.stream.queuedBytes()).toBe(150);
+      rig.read(40);
+      expect(rig.stream.queuedBytes()).toBe(110);
+      rig.read(rig.stream.queuedBytes());
+      expect(rig.stream.queuedBytes()).toBe(0);
+      expect(rig.stream.xruns).toBe(0);
+      rig.read(1);
+      expect(rig.stream.xruns).toBe(1);
+    });
+
     it("completes a message only once its last byte is read, with partial reads across boundaries", () => {
       const rig = outputRig();
       const a = rig.tx(seq(100, 0), [30, 74]);
