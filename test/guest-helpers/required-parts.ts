@@ -10,6 +10,9 @@
  * | VSND_REQUIRE_ALSA=1    | `speaker` built against ALSA                            |
  * | VSND_REQUIRE_SOX=1     | the `sox` command                                       |
  * | VSND_REQUIRE_ALL=1     | every one of them (what .ci/run sets)                    |
+ *
+ * `npm run test:browser` (test/browser/run.ts, outside vitest) reads
+ * VSND_REQUIRE_BROWSER, VSND_REQUIRE_GUESTS and VSND_REQUIRE_ALL the same way.
  */
 import { it } from "vitest";
 
