@@ -1,3 +1,5 @@
+import { TimerHeap } from "./timer-heap.js";
+
 /**
  * Time for voices and streams, in nanoseconds since an arbitrary origin.
  * Voices schedule absolute deadlines (frame n is due at start + n / rate), so
@@ -18,9 +20,9 @@ export class ClockTimer {
   /** Absolute deadline, ns. */
   at = 0;
   armed = false;
-  /** Position in a VirtualClock's heap; -1 when not in one. */
+  /** Position in a clock's TimerHeap; -1 when not in one. */
   heapIndex = -1;
-  /** Arming order in a VirtualClock: breaks ties between equal deadlines. */
+  /** Arming order in a TimerHeap: breaks ties between equal deadlines. */
   seq = 0;
   /** Host handle of a RealTimeClock. */
   handle: unknown = undefined;
@@ -45,9 +47,7 @@ export function framesToNs(frames: number, rate: number): number {
 export class VirtualClock implements Clock {
   // Initialised here, not only in the constructor, so V8 keeps it a number field (no boxing per store).
   private time = 0;
-  private readonly heap: ClockTimer[] = [];
-  /** Arming order breaks ties, so timers due at the same instant fire first-armed first. */
-  private seq = 0;
+  private readonly timers = new TimerHeap();
 
   constructor(start = 0) {
     this.time = start;
@@ -58,30 +58,24 @@ export class VirtualClock implements Clock {
   }
 
   arm(timer: ClockTimer, at: number): void {
-    if (timer.armed) this.remove(timer);
-    timer.at = at;
-    timer.armed = true;
-    timer.seq = this.seq++;
-    timer.heapIndex = this.heap.length;
-    this.heap.push(timer);
-    this.up(timer.heapIndex);
+    this.timers.insert(timer, at);
   }
 
   disarm(timer: ClockTimer): void {
-    if (timer.armed) this.remove(timer);
+    if (timer.armed) this.timers.remove(timer);
   }
 
   /** The earliest armed deadline, or undefined. */
   nextDeadline(): number | undefined {
-    return this.heap[0]?.at;
+    return this.timers.first()?.at;
   }
 
   /** Moves time forward to `target`, firing every timer due on the way, in deadline order. */
   advanceTo(target: number): void {
     for (;;) {
-      const first = this.heap[0];
+      const first = this.timers.first();
       if (first === undefined || first.at > target) break;
-      this.remove(first);
+      this.timers.remove(first);
       if (first.at > this.time) this.time = first.at;
       first.fire();
     }
@@ -99,7 +93,7 @@ export class VirtualClock implements Clock {
   runUntil(until: () => boolean, maxFires = 1_000_000): boolean {
     for (let i = 0; i < maxFires; i++) {
       if (until()) return true;
-      const next = this.heap[0];
+      const next = this.timers.first();
       if (next === undefined) return until();
       this.advanceTo(next.at);
     }
@@ -107,58 +101,7 @@ export class VirtualClock implements Clock {
   }
 
   get pendingTimers(): number {
-    return this.heap.length;
-  }
-
-  private less(a: ClockTimer, b: ClockTimer): boolean {
-    return a.at < b.at || (a.at === b.at && a.seq < b.seq);
-  }
-
-  private remove(timer: ClockTimer): void {
-    const i = timer.heapIndex;
-    const last = this.heap.pop()!;
-    timer.armed = false;
-    timer.heapIndex = -1;
-    if (last !== timer) {
-      this.heap[i] = last;
-      last.heapIndex = i;
-      this.up(i);
-      this.down(last.heapIndex);
-    }
-  }
-
-  private up(i: number): void {
-    const h = this.heap;
-    const t = h[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const parent = h[p]!;
-      if (!this.less(t, parent)) break;
-      h[i] = parent;
-      parent.heapIndex = i;
-      i = p;
-    }
-    h[i] = t;
-    t.heapIndex = i;
-  }
-
-  private down(i: number): void {
-    const h = this.heap;
-    const n = h.length;
-    const t = h[i]!;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && this.less(h[r]!, h[l]!) ? r : l;
-      const child = h[c]!;
-      if (!this.less(child, t)) break;
-      h[i] = child;
-      child.heapIndex = i;
-      i = c;
-    }
-    h[i] = t;
-    t.heapIndex = i;
+    return this.timers.size;
   }
 }
 

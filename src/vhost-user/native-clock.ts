@@ -7,7 +7,8 @@
  * CLOCK_MONOTONIC timerfd with nanosecond precision, so a period costs one
  * wake-up and allocates nothing.
  */
-import { type Clock, ClockTimer } from "../audio/clock.js";
+import type { Clock, ClockTimer } from "../audio/clock.js";
+import { TimerHeap } from "../audio/timer-heap.js";
 import { VirtioSndError } from "../errors.js";
 import { type NativeBinding, POLL_READABLE, type PollHandle } from "./native.js";
 
@@ -20,7 +21,7 @@ export class NativeClock implements Clock {
   private readonly monoOrigin: number;
   private readonly fd: number;
   private poll: PollHandle | null = null;
-  private readonly heap: ClockTimer[] = [];
+  private readonly timers = new TimerHeap();
   /** Deadline the timerfd is armed for, ns of this clock; -1 when disarmed. */
   private armedAt = -1;
   private firing = false;
@@ -45,24 +46,19 @@ export class NativeClock implements Clock {
 
   arm(timer: ClockTimer, at: number): void {
     if (this.closed) return;
-    if (timer.armed) this.remove(timer);
-    timer.at = at;
-    timer.armed = true;
-    timer.heapIndex = this.heap.length;
-    this.heap.push(timer);
-    this.up(timer.heapIndex);
+    this.timers.insert(timer, at);
     if (!this.firing) this.update();
   }
 
   disarm(timer: ClockTimer): void {
     if (!timer.armed) return;
-    this.remove(timer);
+    this.timers.remove(timer);
     if (!this.firing) this.update();
   }
 
   /** Timers armed. */
   get pendingTimers(): number {
-    return this.heap.length;
+    return this.timers.size;
   }
 
   /** Stops the timer for good (armed timers never fire) and closes its fd. */
@@ -71,11 +67,7 @@ export class NativeClock implements Clock {
     this.closed = true;
     this.poll?.stop();
     this.poll = null;
-    for (const t of this.heap) {
-      t.armed = false;
-      t.heapIndex = -1;
-    }
-    this.heap.length = 0;
+    this.timers.clear();
     try {
       this.native.close(this.fd);
     } catch {
@@ -90,9 +82,9 @@ export class NativeClock implements Clock {
     try {
       const now = this.now();
       for (;;) {
-        const first = this.heap[0];
+        const first = this.timers.first();
         if (first === undefined || first.at > now) break;
-        this.remove(first);
+        this.timers.remove(first);
         // A voice's failure is its own (the stream reports it); the other voices keep their pace.
         try {
           first.fire();
@@ -108,7 +100,7 @@ export class NativeClock implements Clock {
 
   /** Arms the timerfd for the earliest deadline, or disarms it. */
   private update(): void {
-    const first = this.heap[0];
+    const first = this.timers.first();
     const at = first === undefined ? -1 : first.at;
     if (at === this.armedAt) return;
     try {
@@ -129,52 +121,5 @@ export class NativeClock implements Clock {
       this.armedAt = -1;
       if (at >= 0) setTimeout(() => this.onExpiry(), Math.max(0, Math.ceil((at - this.now()) / 1e6)));
     }
-  }
-
-  private remove(timer: ClockTimer): void {
-    const i = timer.heapIndex;
-    const last = this.heap.pop()!;
-    timer.armed = false;
-    timer.heapIndex = -1;
-    if (last !== timer) {
-      this.heap[i] = last;
-      last.heapIndex = i;
-      this.up(i);
-      this.down(last.heapIndex);
-    }
-  }
-
-  private up(i: number): void {
-    const h = this.heap;
-    const t = h[i]!;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const parent = h[p]!;
-      if (parent.at <= t.at) break;
-      h[i] = parent;
-      parent.heapIndex = i;
-      i = p;
-    }
-    h[i] = t;
-    t.heapIndex = i;
-  }
-
-  private down(i: number): void {
-    const h = this.heap;
-    const n = h.length;
-    const t = h[i]!;
-    for (;;) {
-      const l = 2 * i + 1;
-      if (l >= n) break;
-      const r = l + 1;
-      const c = r < n && h[r]!.at < h[l]!.at ? r : l;
-      const child = h[c]!;
-      if (child.at >= t.at) break;
-      h[i] = child;
-      child.heapIndex = i;
-      i = c;
-    }
-    h[i] = t;
-    t.heapIndex = i;
   }
 }
