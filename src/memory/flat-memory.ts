@@ -29,8 +29,13 @@ export class FlatMemory implements GuestMemory {
   }
 
   private offset(addr: number, length: number): number {
-    if (!this.contains(addr, length)) throw new GuestMemoryError(addr, length);
-    return addr - this.base;
+    // contains(), written out: every ring and descriptor access comes here, and
+    // V8 does not always inline the call. NaN fails every comparison.
+    const off = addr - this.base;
+    if (!(off >= 0 && length >= 0 && off + length <= this.size && isSafeUint(addr) && isSafeUint(length))) {
+      throw new GuestMemoryError(addr, length);
+    }
+    return off;
   }
 
   read(addr: number, dest: Uint8Array, destOffset: number, length: number): void {
