@@ -89,6 +89,8 @@ describe.skipIf(!status.ok)(suiteName, () => {
     const tx2 = fes[1]!.guest.queues[VIRTIO_SND_VQ_TX] as SplitDriverQueue;
     const availIdx = tx2.layout.driverAddr + 2;
     fes[1]!.guest.memory.writeU16(availIdx, (fes[1]!.guest.memory.readU16(availIdx) + 1000) & 0xffff);
+    // and kicks, as a driver does after publishing (the device takes TX messages on kicks).
+    loadNative().eventfdWrite(fes[1]!.kickFds[VIRTIO_SND_VQ_TX]!, 1);
     // And guest 3's front-end goes away mid-stream, without a word.
     fes[2]!.close();
     await until("guest 3 gone", () => !daemons[2]!.connected);
