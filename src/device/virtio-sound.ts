@@ -107,9 +107,6 @@ const bit = (n: number): bigint => 1n << BigInt(n);
  * requests get the spec's status, unusable rings put the device into the
  * needs-reset state.
  */
-/** Suppress TX kicks while a playback stream runs (see ioTicking). */
-const KICK_SUPPRESSION = false;
-
 export class VirtioSound {
   readonly deviceId = VIRTIO_ID_SOUND;
   readonly deviceFeatures: bigint;
@@ -626,9 +623,8 @@ export class VirtioSound {
    * after that, so a message queued in between is taken now, not lost.
    */
   private ioTicking(direction: number): void {
-    // Off until a lost message the fuzzer found with it (test/fuzz/regressions/device-073becd93f.json)
-    // is understood: the driver's kicks stay on for both directions.
-    if (!KICK_SUPPRESSION || direction !== VIRTIO_SND_D_OUTPUT) return;
+    // Playback only: TX is where a message comes every period; capture keeps its kicks.
+    if (direction !== VIRTIO_SND_D_OUTPUT) return;
     const index = VIRTIO_SND_VQ_TX;
     let ticking = false;
     for (const s of this.streams) if (s.direction === direction && s.ticking) ticking = true;

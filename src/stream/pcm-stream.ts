@@ -436,7 +436,7 @@ export class PcmStream implements OutputSource, InputSink {
   /** OutputSource.queuedBytes: the data of the pending messages not yet read. */
   queuedBytes(): number {
     try {
-      if (this.polling) this.host.poll(this.direction);
+      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
     } catch (err) {
       this.host.fatal(err);
       return 0;

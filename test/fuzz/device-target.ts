@@ -1209,9 +1209,13 @@ export class DeviceTarget implements FuzzTarget {
       (m): m is GoodMessage => m !== null && m.accepted && m.epoch === this.goodEpoch,
     );
     if (waiting.length === 0 || this.models[VIRTIO_SND_VQ_TX] === null) return;
-    // Every message the stream holds plays first, older ones included.
-    const queued = Math.max(waiting.length, this.device.streams[GOOD_STREAM]!.pendingCount);
-    this.clock.advance((queued + 2) * GOOD_PERIOD_NS);
+    // Every message ahead of them plays first, older ones included: those the
+    // stream holds, and those still in the ring while TX kicks are suppressed
+    // (taken on the voice's ticks). The ring holds at most its size.
+    const tx = this.device.queue(VIRTIO_SND_VQ_TX);
+    const bound = this.device.streams[GOOD_STREAM]!.pendingCount + (tx?.size ?? 0) + waiting.length + 2;
+    for (let i = 0; i < bound && waiting.some((m) => !m.done); i++) this.clock.advance(GOOD_PERIOD_NS);
+    this.clock.advance(2 * GOOD_PERIOD_NS);
     this.check("final drain", [false, false, false, false], this.interrupts.slice());
     const left = waiting.filter((m) => !m.done);
     if (left.length > 0)
