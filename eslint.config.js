@@ -7,7 +7,7 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     // Plain Node scripts (the TypeScript sources get their globals from tsconfig's types).
-    files: ["scripts/**/*.mjs", "bin/**/*.js", "examples/**/*.mjs"],
+    files: ["scripts/**/*.mjs", "bin/**/*.js", "examples/**/*.mjs", "bench/**/*.mjs"],
     languageOptions: {
       globals: { process: "readonly", console: "readonly", Buffer: "readonly", URL: "readonly" },
     },

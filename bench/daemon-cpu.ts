@@ -5,8 +5,10 @@
  *
  * The parent plays QEMU and the guest (guest RAM in a memfd, eventfd kicks
  * and calls, split rings with EVENT_IDX, the Linux driver's requests); a
- * child process runs only the daemon: VhostUserDaemon on a RealTimeClock with
- * a WavFileBackend (files in a temporary folder) or a NullBackend. The
+ * child process (bench/daemon-child.mjs, on the compiled dist/ with the
+ * installed command's node options) runs only the daemon: VhostUserDaemon on
+ * the NativeClock with a WavFileBackend (files in a temporary folder) or a
+ * NullBackend. The
  * child's CPU (all its threads, from /proc/<pid>/task/<tid>/schedstat, so the
  * measurement costs it nothing) is read when the stream starts and when the last period
  * completes; the front-end keeps 4 periods queued and requeues one per
@@ -30,66 +32,20 @@ import { fork } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { RealTimeClock } from "../src/audio/clock.js";
-import { NullBackend } from "../src/audio/null-backend.js";
-import { WavFileBackend } from "../src/node/file-backend.js";
+import { fileURLToPath } from "node:url";
 import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK, VIRTIO_SND_VQ_TX } from "../src/spec/constants.js";
-import { VhostUserDaemon } from "../src/vhost-user/daemon.js";
-import { NativeClock } from "../src/vhost-user/native-clock.js";
 import { type NativeBinding, loadNative } from "../src/vhost-user/native.js";
+import { buildDistIfStale } from "../test/guest-helpers/cli-daemon.js";
 import { NativeFrontEnd, sleep } from "../test/vhost-user/native-front-end.js";
 import { buildBaseline, runBaseline } from "./minimal-daemon.js";
+
+/** The children run the compiled package with the installed command's node options (bin/virtio-snd.js). */
+const CHILD = fileURLToPath(new URL("./daemon-child.mjs", import.meta.url));
+const CHILD_NODE_ARGS = ["--no-memory-reducer"];
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : fallback;
-}
-
-// ---- child: the daemon ------------------------------------------------------------------------
-
-function runDaemon(socketPath: string, backendKind: string, wavDir: string, clockKind: string): void {
-  // What `virtio-snd vhost-user` runs (one timerfd for every voice), or --clock timeout: setTimeout per period.
-  const clock = clockKind === "timeout" ? new RealTimeClock() : new NativeClock(loadNative());
-  const backend =
-    backendKind === "wav"
-      ? new WavFileBackend({ dir: wavDir, clock, overwrite: true })
-      : new NullBackend({ clock });
-  const daemon = new VhostUserDaemon({ socketPath, backend, clock });
-  daemon.on("log", (e) => {
-    if (e.level === "warn" || e.level === "error") process.stderr.write(`daemon: ${e.message}\n`);
-  });
-  let arms = 0;
-  const lateness: number[] = [];
-  if (process.env["DAEMON_CPU_THREADS"]) {
-    const arm = clock.arm.bind(clock);
-    const wrapped = new WeakSet<object>();
-    clock.arm = (t, at) => {
-      arms++;
-      if (!wrapped.has(t)) {
-        wrapped.add(t);
-        const fire = t.fire;
-        (t as { fire: () => void }).fire = () => {
-          lateness.push(clock.now() - t.at);
-          fire();
-        };
-      }
-      arm(t, at);
-    };
-  }
-  process.on("message", (m) => {
-    if (m === "exit") {
-      if (process.env["DAEMON_CPU_THREADS"]) {
-        lateness.sort((a, b) => a - b);
-        const q = (f: number): string => (lateness[Math.floor(f * (lateness.length - 1))]! / 1e6).toFixed(2);
-        process.stderr.write(
-          `daemon: ${arms} clock arms, ${lateness.length} fires, lateness ms p50 ${q(0.5)} p90 ${q(0.9)} p99 ${q(0.99)} max ${q(1)}\n`,
-        );
-      }
-      daemon.close();
-      process.exit(0);
-    }
-  });
-  process.send!("ready");
 }
 
 // ---- parent: QEMU and the guest ----------------------------------------------------------------
@@ -156,18 +112,14 @@ async function runOne(
 ): Promise<Result> {
   const dir = mkdtempSync(join(tmpdir(), "virtio-snd-cpu-"));
   const socketPath = join(dir, "snd.sock");
-  const execArgv = [...process.execArgv];
+  const execArgv = [...CHILD_NODE_ARGS];
   if (profDir !== null) execArgv.push("--cpu-prof", "--cpu-prof-dir", profDir);
   const extra = process.env["DAEMON_NODE_ARGS"];
   if (extra) execArgv.push(...extra.split(" "));
-  const child = fork(
-    process.argv[1]!,
-    ["--daemon", socketPath, backendKind, join(dir, "wav"), arg("clock", "native")],
-    {
-      execArgv,
-      stdio: ["ignore", "inherit", "inherit", "ipc"],
-    },
-  );
+  const child = fork(CHILD, ["daemon", socketPath, backendKind, join(dir, "wav"), arg("clock", "native")], {
+    execArgv,
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
   await new Promise<void>((resolve, reject) => {
     child.once("message", () => resolve());
     child.once("exit", (code) => reject(new Error(`daemon exited (${code})`)));
@@ -252,40 +204,10 @@ async function runOne(
 
 // ---- the floor of Node: an empty tick ------------------------------------------------------------
 
-/**
- * Child: `periods` wake-ups of a timerfd watched with the addon's poll, at
- * `periodMs`, doing nothing but re-arm it (what any Node daemon pays per
- * period before doing work); prints its CPU per tick.
- */
-function emptyTicks(periodMs: number, periods: number): void {
-  const n = loadNative();
-  const fd = n.timerfd();
-  const t0 = n.monotonicNow();
-  let ticks = 0;
-  let c0 = 0;
-  const set = (k: number): void => {
-    const ms = t0 + k * periodMs;
-    const sec = Math.floor(ms / 1000);
-    n.timerfdSet(fd, sec, Math.round((ms - sec * 1000) * 1e6));
-  };
-  const poll = n.poll(fd, 1, () => {
-    ticks++;
-    if (ticks === 10) c0 = cpuOf(process.pid);
-    if (ticks === periods + 10) {
-      poll.stop();
-      n.close(fd);
-      process.stdout.write(`${(cpuOf(process.pid) - c0) / periods}\n`);
-      return;
-    }
-    set(ticks + 1);
-  });
-  set(1);
-}
-
 async function runEmptyTicks(periodMs: number, seconds: number): Promise<number> {
   const periods = Math.round((seconds * 1000) / periodMs);
-  const child = fork(process.argv[1]!, ["--empty-tick", String(periodMs), String(periods)], {
-    execArgv: process.execArgv,
+  const child = fork(CHILD, ["empty-tick", String(periodMs), String(periods)], {
+    execArgv: CHILD_NODE_ARGS,
     stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   let out = "";
@@ -304,16 +226,7 @@ function stats(xs: number[]): { median: number; min: number; max: number } {
 const us = (s: number): string => (s * 1e6).toFixed(0);
 
 async function main(): Promise<void> {
-  const d = process.argv.indexOf("--daemon");
-  if (d >= 0) {
-    runDaemon(process.argv[d + 1]!, process.argv[d + 2]!, process.argv[d + 3]!, process.argv[d + 4]!);
-    return;
-  }
-  const e = process.argv.indexOf("--empty-tick");
-  if (e >= 0) {
-    emptyTicks(Number(process.argv[e + 1]), Number(process.argv[e + 2]));
-    return;
-  }
+  buildDistIfStale();
   const n = loadNative();
   const which = arg("backend", "both");
   const seconds = Number(arg("seconds", "10"));
