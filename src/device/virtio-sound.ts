@@ -27,14 +27,10 @@ import {
   VIRTIO_SND_PCM_XFER_SIZE,
   encodeSndConfig,
 } from "../spec/structs.js";
-import {
-  MAX_LAG_NS,
-  PcmStream,
-  StatusScratch,
-  type StreamEvent,
-  type StreamHost,
-  completeWithStatus,
-} from "../stream/pcm-stream.js";
+import { InputStream } from "../stream/input-stream.js";
+import { IoCompleter } from "../stream/io-completer.js";
+import { OutputStream } from "../stream/output-stream.js";
+import { MAX_LAG_NS, type PcmStream, type StreamEvent, type StreamHost } from "../stream/pcm-stream.js";
 import { type Chain, ChainFault, readFromChain } from "../virtqueue/chain.js";
 import { PackedQueue } from "../virtqueue/packed-ring.js";
 import { SplitQueue } from "../virtqueue/split-ring.js";
@@ -127,8 +123,14 @@ export class VirtioSound {
   private readonly queues: (DeviceQueue | null)[] = new Array<DeviceQueue | null>(VIRTIO_SND_VQ_MAX).fill(
     null,
   );
-  /** Queues with used entries not yet considered for an interrupt, one bit per queue index. */
+  /**
+   * Control and event queues with used entries not yet considered for an
+   * interrupt, one bit per queue index. The I/O queues' completers keep their own.
+   */
   private dirty = 0;
+  /** Where TX and RX messages are completed; each batches its queue's interrupt decision. */
+  private readonly txCompleter: IoCompleter;
+  private readonly rxCompleter: IoCompleter;
   /**
    * Per queue: a stream of its direction ticks, so its notifications are
    * suppressed and new messages are taken on the voices' ticks (see ioTicking).
@@ -143,7 +145,6 @@ export class VirtioSound {
   private readonly host: StreamHost;
   private readonly xfer = new Uint8Array(VIRTIO_SND_PCM_XFER_SIZE);
   private readonly xferView = new DataView(this.xfer.buffer);
-  private readonly scratch = new StatusScratch();
   private broken: Error | null = null;
   private readonly memory: GuestMemory;
 
@@ -161,13 +162,12 @@ export class VirtioSound {
     this.deviceFeatures = features;
     options.recorder?.attach({ features, config, clock: options.clock, memory: this.memory });
 
+    this.txCompleter = new IoCompleter(this.memory, true);
+    this.rxCompleter = new IoCompleter(this.memory, false);
     this.host = {
       memory: this.memory,
       backend: options.backend,
       now: () => options.clock.now(),
-      ioQueue: (direction) =>
-        this.queues[direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_VQ_TX : VIRTIO_SND_VQ_RX]!,
-      markUsed: (queue) => this.markUsed(queue),
       flush: () => this.flush(),
       postEvent: (code, data) => this.postEvent(code, data),
       emit: (event) => this.options.onStreamEvent?.(event),
@@ -180,7 +180,11 @@ export class VirtioSound {
       fatal: (error) => this.fatal(error),
       runningChanged: (direction) => this.ioTicking(direction),
     };
-    this.streams = this.streamInfos.map((info, i) => new PcmStream(i, info.direction, this.host));
+    this.streams = this.streamInfos.map((info, i) =>
+      info.direction === VIRTIO_SND_D_OUTPUT
+        ? new OutputStream(i, this.host, this.txCompleter)
+        : new InputStream(i, this.host, this.rxCompleter),
+    );
     this.control = new ControlHandler({
       memory: this.memory,
       streamInfos: this.streamInfos,
@@ -298,11 +302,12 @@ export class VirtioSound {
     queue = this.options.recorder?.queue(index, queue, base) ?? queue;
     this.queues[index] = queue;
     this.layouts[index] = { ...layout };
+    this.ioCompleter(index)?.attach(queue);
     if (index === VIRTIO_SND_VQ_EVENT) {
       this.events = new EventQueue(
         queue,
         () => this.memory,
-        (q) => this.markUsed(q),
+        () => this.markUsed(VIRTIO_SND_VQ_EVENT),
       );
     }
     return queue;
@@ -326,6 +331,7 @@ export class VirtioSound {
     this.options.recorder?.stopQueue(index, base);
     this.queues[index] = null;
     this.layouts[index] = null;
+    this.ioCompleter(index)?.attach(null);
     if (index === VIRTIO_SND_VQ_EVENT) this.events = null;
     return base;
   }
@@ -366,6 +372,8 @@ export class VirtioSound {
     this.queues.fill(null);
     this.layouts.fill(null);
     this.dirty = 0;
+    this.txCompleter.attach(null);
+    this.rxCompleter.attach(null);
     this.tickPolled.fill(false);
     this.events = null;
     this.driverFeatures = 0n;
@@ -544,7 +552,7 @@ export class VirtioSound {
       // A RELEASE may have completed I/O messages: their interrupts go out before the answer's.
       this.flush();
       queue.push(chain, written);
-      this.markUsed(queue);
+      this.markUsed(VIRTIO_SND_VQ_CONTROL);
       this.flush();
     }
   }
@@ -553,17 +561,26 @@ export class VirtioSound {
     const queue = this.queues[index];
     if (queue === null || queue === undefined) return;
     const isTx = index === VIRTIO_SND_VQ_TX;
+    const completer = isTx ? this.txCompleter : this.rxCompleter;
     for (let chain = queue.pop(); chain !== null; chain = queue.pop()) {
       if (chain.fault !== ChainFault.None) this.reportDrop(index, chain);
       const stream = this.ioStream(chain, isTx);
       if (stream === null) {
         // Bad header or stream: IO_ERR where a status fits (§5.14.6.8), else length 0.
-        const statusOffset = isTx ? 0 : chain.writableBytes - 8;
-        completeWithStatus(this.host, queue, chain, VIRTIO_SND_S_IO_ERR, 0, statusOffset, this.scratch, 8);
+        completer.complete(chain, VIRTIO_SND_S_IO_ERR, 0, 0);
         continue;
       }
-      stream.enqueue(chain, queue);
+      stream.enqueue(chain);
     }
+  }
+
+  /** The completer of queue `index`, when it is an I/O queue. */
+  private ioCompleter(index: number): IoCompleter | null {
+    return index === VIRTIO_SND_VQ_TX
+      ? this.txCompleter
+      : index === VIRTIO_SND_VQ_RX
+        ? this.rxCompleter
+        : null;
   }
 
   /**
@@ -652,24 +669,30 @@ export class VirtioSound {
     }
   }
 
-  private markUsed(queue: DeviceQueue): void {
-    const i = this.queues.indexOf(queue);
-    if (i >= 0) this.dirty |= 1 << i;
+  /** A buffer was pushed to control or event queue `index`: an interrupt may be due. */
+  private markUsed(index: number): void {
+    this.dirty |= 1 << index;
   }
 
+  /** Raises the interrupts due for what was pushed since the last flush, in queue order. */
   private flush(): void {
-    // Most calls find nothing to do (a kick that only queued messages): one test, not a loop.
-    if (this.dirty === 0) return;
-    for (let i = 0; i < VIRTIO_SND_VQ_MAX; i++) {
-      const bit = 1 << i;
-      if ((this.dirty & bit) === 0) continue;
-      this.dirty &= ~bit;
-      const queue = this.queues[i];
-      if (queue !== null && queue !== undefined && queue.needsInterrupt()) {
-        this.options.recorder?.interrupt(i);
-        this.options.interrupt(i);
+    // Most calls find nothing to do (a kick that only queued messages): a test each, not a loop.
+    if (this.dirty !== 0) {
+      for (let i = 0; i < VIRTIO_SND_VQ_TX; i++) {
+        const bit = 1 << i;
+        if ((this.dirty & bit) === 0) continue;
+        this.dirty &= ~bit;
+        const queue = this.queues[i];
+        if (queue !== null && queue !== undefined && queue.needsInterrupt()) this.raise(i);
       }
     }
+    if (this.txCompleter.needsInterrupt()) this.raise(VIRTIO_SND_VQ_TX);
+    if (this.rxCompleter.needsInterrupt()) this.raise(VIRTIO_SND_VQ_RX);
+  }
+
+  private raise(index: number): void {
+    this.options.recorder?.interrupt(index);
+    this.options.interrupt(index);
   }
 
   private fatal(err: unknown): void {

@@ -1,9 +1,8 @@
-import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
+import type { AudioBackend, Voice } from "../audio/backend.js";
 import { type PcmParams, frameBits } from "../audio/pcm-params.js";
-import { BackendError, GuestMemoryError, VirtioSndError } from "../errors.js";
+import { BackendError, VirtioSndError } from "../errors.js";
 import type { GuestMemory } from "../memory/guest-memory.js";
 import {
-  VIRTIO_SND_D_OUTPUT,
   VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED,
   VIRTIO_SND_EVT_PCM_XRUN,
   VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS,
@@ -14,13 +13,11 @@ import {
   VIRTIO_SND_S_NOT_SUPP,
   VIRTIO_SND_S_OK,
 } from "../spec/constants.js";
-import { type Chain, writeToChain } from "../virtqueue/chain.js";
+import type { Chain } from "../virtqueue/chain.js";
 import { type ChainState, type DeviceQueue, chainState } from "../virtqueue/virtqueue.js";
+import type { IoCompleter } from "./io-completer.js";
+import { type CursorState, MessageCursor } from "./message-cursor.js";
 import { PcmCommand, PcmState, acceptsIo, commandAllowed } from "./pcm-state.js";
-
-/** Size of struct virtio_snd_pcm_xfer and virtio_snd_pcm_status (§5.14.6.8). */
-const XFER_SIZE = 4;
-const STATUS_SIZE = 8;
 
 /** The most lag a snapshot keeps (a minute): past it a restored voice would only replay a stall. */
 export const MAX_LAG_NS = 60_000_000_000;
@@ -48,7 +45,7 @@ export interface PcmStreamState {
   readonly failed: boolean;
   /** Pending messages, oldest first, and the cursor into the first. */
   readonly pending: readonly ChainState[];
-  readonly cursor: readonly [seg: number, off: number, left: number, filled: number];
+  readonly cursor: CursorState;
   readonly bytesMoved: number;
   readonly nextPeriodMark: number;
   readonly starved: boolean;
@@ -69,11 +66,7 @@ export interface StreamHost {
   readonly memory: GuestMemory;
   readonly backend: AudioBackend;
   now(): number;
-  /** The queue this stream's messages come from (tx for output, rx for input). */
-  ioQueue(direction: number): DeviceQueue | null;
-  /** A buffer was pushed to `queue`: an interrupt may be due. */
-  markUsed(queue: DeviceQueue): void;
-  /** Raise the interrupts due after a voice callback. */
+  /** Raise the interrupts due after a voice callback (the completers' batches among them). */
   flush(): void;
   postEvent(code: number, data: number): void;
   emit(event: StreamEvent): void;
@@ -86,35 +79,32 @@ export interface StreamHost {
 }
 
 /**
- * One PCM stream: its state machine (§5.14.6.6.1), its queue of pending I/O
- * messages, and the voice that plays or records it.
+ * One PCM stream: its state machine (§5.14.6.6.1, the table in ./pcm-state.ts),
+ * its queue of pending I/O messages with the cursor into the oldest, and the
+ * voice that plays or records it. What differs with the direction (which part
+ * of a message is data, which voice to open, how data moves) is in
+ * OutputStream (./output-stream.ts) and InputStream (./input-stream.ts).
  *
- * TX: the voice reads bytes on its own clock; a message completes when its last
- * byte has been read (§5.14.6.8.1: not before it is totally consumed). Messages
- * queued before START wait for START. RX: the voice writes bytes; a message
- * completes when full, or at RELEASE with what it has (§5.14.6.8.2).
+ * A message is completed through the completer of the stream's queue
+ * (./io-completer.ts), which writes its status and returns it to the driver.
  */
-export class PcmStream implements OutputSource, InputSink {
+export abstract class PcmStream {
   state: PcmState = PcmState.Idle;
   params: PcmParams | null = null;
   private voice: Voice | null = null;
   /** Voice failed: messages fail with IO_ERR until the next PREPARE. */
   private failed = false;
   /** The driver does not notify about new messages: look for them at every voice callback. */
-  private polling = false;
+  protected polling = false;
   /** Set by the device while it suppresses this queue's notifications: look for new messages at every voice callback. */
   pollOnTick = false;
 
   // Pending messages: a ring of chains, oldest at `head`.
-  private pending: (Chain | null)[] = new Array<Chain | null>(16).fill(null);
-  private head = 0;
-  private count = 0;
-  // Cursor into the head message's data.
-  private curSeg = 0;
-  private curOff = 0;
-  private curLeft = -1;
-  /** RX: bytes already written into the head message. */
-  private curFilled = 0;
+  protected pending: (Chain | null)[] = new Array<Chain | null>(16).fill(null);
+  protected head = 0;
+  protected count = 0;
+  /** Position in the head message's data. */
+  protected readonly cursor = new MessageCursor();
 
   /** Bytes moved since PREPARE, for period-elapsed events. */
   private bytesMoved = 0;
@@ -143,13 +133,27 @@ export class PcmStream implements OutputSource, InputSink {
   bytesTotal = 0;
   xruns = 0;
 
-  private readonly statusView = new StatusScratch();
-
   constructor(
     readonly id: number,
     readonly direction: number,
-    private readonly host: StreamHost,
+    protected readonly host: StreamHost,
+    protected readonly completer: IoCompleter,
   ) {}
+
+  /** Opens the voice that plays or records the stream, with this stream as its source or sink. */
+  protected abstract openVoice(params: PcmParams): Voice;
+  /** Whether `chain` has the shape of an I/O message of this direction (§5.14.6.8). */
+  protected abstract wellFormed(chain: Chain): boolean;
+  /** The data bytes of a well-formed message. */
+  protected abstract dataBytes(chain: Chain): number;
+  /** Places the cursor at the start of `chain`'s data. */
+  protected abstract startCursor(chain: Chain): void;
+  /**
+   * The queue is being stopped (vhost-user GET_VRING_BASE, a paused VM): give
+   * every pending message back now, while its ring still exists, so the ring
+   * position handed over is exact.
+   */
+  abstract returnPending(): void;
 
   get pendingCount(): number {
     return this.count;
@@ -181,10 +185,7 @@ export class PcmStream implements OutputSource, InputSink {
     if (this.voice === null || this.failed) {
       this.closeVoice();
       try {
-        this.voice =
-          this.direction === VIRTIO_SND_D_OUTPUT
-            ? this.host.backend.openOutput(this.id, this.params, this)
-            : this.host.backend.openInput(this.id, this.params, this);
+        this.voice = this.openVoice(this.params);
       } catch (err) {
         this.emitError(err);
         return err instanceof BackendError && err.code === "ERR_BACKEND_NOT_SUPPORTED"
@@ -277,7 +278,7 @@ export class PcmStream implements OutputSource, InputSink {
       params: this.params,
       failed: this.failed,
       pending,
-      cursor: [this.curSeg, this.curOff, this.curLeft, this.curFilled],
+      cursor: this.cursor.saveState(),
       bytesMoved: this.bytesMoved,
       nextPeriodMark: this.nextPeriodMark,
       starved: this.starved,
@@ -325,8 +326,7 @@ export class PcmStream implements OutputSource, InputSink {
       this.count++;
       this.segmentsHeld += chain.segmentCount;
     }
-    [this.curSeg, this.curOff, this.curLeft, this.curFilled] = saved.cursor;
-    if (this.count === 0) this.curLeft = -1;
+    this.cursor.restoreState(this.count === 0 ? null : this.pending[this.head]!, saved.cursor);
     this.bytesMoved = saved.bytesMoved;
     this.nextPeriodMark = saved.nextPeriodMark;
     this.starved = saved.starved;
@@ -336,10 +336,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.xruns = saved.xruns;
     if (acceptsIo(this.state) && !this.failed && this.params !== null) {
       try {
-        this.voice =
-          this.direction === VIRTIO_SND_D_OUTPUT
-            ? this.host.backend.openOutput(this.id, this.params, this)
-            : this.host.backend.openInput(this.id, this.params, this);
+        this.voice = this.openVoice(this.params);
         if (this.state === PcmState.Running) this.voice.start(saved.lagNs + elapsedNs);
       } catch (err) {
         // The new host cannot play it: the stream fails its messages, as a voice failing at PREPARE does.
@@ -356,8 +353,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.pending.fill(null);
     this.head = 0;
     this.count = 0;
-    this.curLeft = -1;
-    this.curFilled = 0;
+    this.cursor.clear();
   }
 
   private setFrameUnit(params: PcmParams | null): void {
@@ -381,21 +377,16 @@ export class PcmStream implements OutputSource, InputSink {
 
   /**
    * Takes an I/O message whose xfer header named this stream. Returns false
-   * when it was completed at once (with IO_ERR); true when queued.
+   * when it was completed at once (with IO_ERR or BAD_MSG); true when queued.
    */
-  enqueue(chain: Chain, queue: DeviceQueue): boolean {
-    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
-    // TX: header + data readable, status writable. RX: header readable, data + status writable.
-    const wellFormed = isOutput
-      ? chain.writableBytes >= STATUS_SIZE
-      : chain.readableBytes === XFER_SIZE && chain.writableBytes >= STATUS_SIZE;
+  enqueue(chain: Chain): boolean {
     let status = 0;
-    if (!wellFormed || !acceptsIo(this.state) || this.failed) {
+    if (!this.wellFormed(chain) || !acceptsIo(this.state) || this.failed) {
       status = VIRTIO_SND_S_IO_ERR;
     } else {
       // §5.14.6.1: a malformed message is BAD_MSG. Data that is not a whole number
       // of frames would shift every later frame: the message is refused whole.
-      const dataBytes = isOutput ? chain.readableBytes - XFER_SIZE : chain.writableBytes - STATUS_SIZE;
+      const dataBytes = this.dataBytes(chain);
       const mask = this.frameMask;
       if (mask >= 0 ? (dataBytes & mask) !== 0 : (dataBytes * 8) % this.frameBits !== 0) {
         status = VIRTIO_SND_S_BAD_MSG;
@@ -409,122 +400,16 @@ export class PcmStream implements OutputSource, InputSink {
       }
     }
     if (status !== 0) {
-      const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
-      completeWithStatus(this.host, queue, chain, status, 0, statusOffset, this.statusView, STATUS_SIZE);
+      this.completer.complete(chain, status, 0, 0);
       return false;
     }
     if (this.count === this.pending.length) this.growPending();
     this.pending[(this.head + this.count) % this.pending.length] = chain;
     this.count++;
     this.segmentsHeld += chain.segmentCount;
-    if (this.count === 1) this.seekHead();
+    if (this.count === 1) this.startCursor(chain);
     this.starved = false;
     return true;
-  }
-
-  /** OutputSource.read: the voice wants the next `length` bytes. */
-  read(dest: Uint8Array, offset: number, length: number): number {
-    try {
-      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
-      return this.readMessages(dest, offset, length);
-    } catch (err) {
-      this.host.fatal(err);
-      return 0;
-    }
-  }
-
-  /** OutputSource.queuedBytes: the data of the pending messages not yet read. */
-  queuedBytes(): number {
-    try {
-      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
-    } catch (err) {
-      this.host.fatal(err);
-      return 0;
-    }
-    if (this.count === 0) return 0;
-    let total = Math.max(0, this.curLeft);
-    for (let i = 1; i < this.count; i++) {
-      const chain = this.pending[(this.head + i) % this.pending.length]!;
-      total +=
-        this.direction === VIRTIO_SND_D_OUTPUT
-          ? chain.readableBytes - XFER_SIZE
-          : chain.writableBytes - STATUS_SIZE;
-    }
-    return total;
-  }
-
-  /** InputSink.write: the voice captured `length` bytes. */
-  write(src: Uint8Array, offset: number, length: number): number {
-    try {
-      if (this.polling || this.pollOnTick) this.host.poll(this.direction);
-      return this.writeMessages(src, offset, length);
-    } catch (err) {
-      this.host.fatal(err);
-      return 0;
-    }
-  }
-
-  private readMessages(dest: Uint8Array, offset: number, length: number): number {
-    let done = 0;
-    const mem = this.host.memory;
-    while (done < length && this.count > 0) {
-      const chain = this.pending[this.head]!;
-      if (this.curLeft > 0) {
-        const segLen = chain.len[this.curSeg]!;
-        const n = Math.min(segLen - this.curOff, length - done, this.curLeft);
-        if (n > 0) {
-          try {
-            mem.read(chain.addr[this.curSeg]! + this.curOff, dest, offset + done, n);
-          } catch (err) {
-            if (!(err instanceof GuestMemoryError)) throw err;
-            this.completeHead(VIRTIO_SND_S_IO_ERR, STATUS_SIZE);
-            continue;
-          }
-          done += n;
-          this.curOff += n;
-          this.curLeft -= n;
-        }
-        if (this.curOff >= segLen) {
-          this.curSeg++;
-          this.curOff = 0;
-        }
-      }
-      if (this.curLeft <= 0) this.completeHead(VIRTIO_SND_S_OK, STATUS_SIZE);
-    }
-    this.afterTransfer(done, length);
-    return done;
-  }
-
-  private writeMessages(src: Uint8Array, offset: number, length: number): number {
-    let done = 0;
-    const mem = this.host.memory;
-    while (done < length && this.count > 0) {
-      const chain = this.pending[this.head]!;
-      if (this.curLeft > 0) {
-        const segLen = chain.len[this.curSeg]!;
-        const n = Math.min(segLen - this.curOff, length - done, this.curLeft);
-        if (n > 0) {
-          try {
-            mem.write(chain.addr[this.curSeg]! + this.curOff, src, offset + done, n);
-          } catch (err) {
-            if (!(err instanceof GuestMemoryError)) throw err;
-            this.completeHead(VIRTIO_SND_S_IO_ERR, this.curFilled + STATUS_SIZE);
-            continue;
-          }
-          done += n;
-          this.curOff += n;
-          this.curLeft -= n;
-          this.curFilled += n;
-        }
-        if (this.curOff >= segLen) {
-          this.curSeg++;
-          this.curOff = 0;
-        }
-      }
-      if (this.curLeft <= 0) this.completeHead(VIRTIO_SND_S_OK, this.curFilled + STATUS_SIZE);
-    }
-    this.afterTransfer(done, length);
-    return done;
   }
 
   /** The device dropped a message for this stream that it could not parse. */
@@ -535,6 +420,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.host.emit({ type: "dropped", streamId: this.id, time: this.host.now(), reason });
   }
 
+  /** OutputSource.fail / InputSink.fail: the voice can no longer run. */
   fail(error: Error): void {
     this.voiceFailed(error);
     this.host.flush();
@@ -551,7 +437,11 @@ export class PcmStream implements OutputSource, InputSink {
 
   // ---- internals ---------------------------------------------------------------
 
-  private afterTransfer(done: number, wanted: number): void {
+  /**
+   * After a voice callback moved `done` of the `wanted` bytes: period and xrun
+   * events, and the interrupts for what completed.
+   */
+  protected afterTransfer(done: number, wanted: number): void {
     const params = this.params;
     // Events posted here need their interrupt too, even when no message completed.
     let posted = false;
@@ -559,24 +449,11 @@ export class PcmStream implements OutputSource, InputSink {
       this.bytesTotal += done;
       this.bytesMoved += done;
       // §5.14.6.7: period elapsed notifications, when the driver asked for them.
-      if ((params.features & (1 << VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS)) !== 0) {
-        while (this.bytesMoved >= this.nextPeriodMark) {
-          this.nextPeriodMark += params.periodBytes;
-          this.host.postEvent(VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED, this.id);
-          posted = true;
-        }
-      }
+      if ((params.features & (1 << VIRTIO_SND_PCM_F_EVT_SHMEM_PERIODS)) !== 0)
+        posted = this.periodsElapsed(params);
     }
     if (done < wanted && this.state === PcmState.Running) {
-      if (!this.starved) {
-        this.starved = true;
-        this.xruns++;
-        this.emit("xrun");
-        if (params !== null && (params.features & (1 << VIRTIO_SND_PCM_F_EVT_XRUNS)) !== 0) {
-          this.host.postEvent(VIRTIO_SND_EVT_PCM_XRUN, this.id);
-          posted = true;
-        }
-      }
+      if (!this.starved && this.starve(params)) posted = true;
     } else if (done === wanted) {
       this.starved = false;
     }
@@ -586,70 +463,50 @@ export class PcmStream implements OutputSource, InputSink {
     }
   }
 
-  /** Places the cursor at the start of the head message's data. */
-  private seekHead(): void {
-    const chain = this.pending[this.head]!;
-    this.curFilled = 0;
-    if (this.direction === VIRTIO_SND_D_OUTPUT) {
-      // Data follows the 4-byte xfer header in the readable part.
-      let skip = XFER_SIZE;
-      let seg = 0;
-      while (seg < chain.readableCount && skip >= chain.len[seg]!) {
-        skip -= chain.len[seg]!;
-        seg++;
-      }
-      this.curSeg = seg;
-      this.curOff = skip;
-      this.curLeft = chain.readableBytes - XFER_SIZE;
-    } else {
-      this.curSeg = chain.readableCount;
-      this.curOff = 0;
-      this.curLeft = chain.writableBytes - STATUS_SIZE;
+  // The rare parts of afterTransfer, apart, so that the per-message path stays small enough for V8 to inline.
+
+  /** Posts a period-elapsed event per period boundary crossed; returns whether it posted any. */
+  private periodsElapsed(params: PcmParams): boolean {
+    let posted = false;
+    while (this.bytesMoved >= this.nextPeriodMark) {
+      this.nextPeriodMark += params.periodBytes;
+      this.host.postEvent(VIRTIO_SND_EVT_PCM_PERIOD_ELAPSED, this.id);
+      posted = true;
     }
+    return posted;
   }
 
-  private completeHead(status: number, usedLen: number): void {
+  /** The stream ran dry (output) or had no buffer (input): one xrun; returns whether an event was posted. */
+  private starve(params: PcmParams | null): boolean {
+    this.starved = true;
+    this.xruns++;
+    this.emit("xrun");
+    if (params !== null && (params.features & (1 << VIRTIO_SND_PCM_F_EVT_XRUNS)) !== 0) {
+      this.host.postEvent(VIRTIO_SND_EVT_PCM_XRUN, this.id);
+      return true;
+    }
+    return false;
+  }
+
+  /**
+   * Completes the head message with `status` (RX: with the data the cursor
+   * wrote into it) and moves the cursor to the next one.
+   */
+  protected completeHead(status: number): void {
     const chain = this.pending[this.head]!;
     this.segmentsHeld -= chain.segmentCount;
     this.pending[this.head] = null;
     this.head = (this.head + 1) % this.pending.length;
     this.count--;
-    const queue = this.host.ioQueue(this.direction);
-    if (queue !== null) {
-      const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
-      const statusOffset = isOutput ? 0 : chain.writableBytes - STATUS_SIZE;
-      completeWithStatus(
-        this.host,
-        queue,
-        chain,
-        status,
-        this.latencyBytes(),
-        statusOffset,
-        this.statusView,
-        usedLen,
-      );
-    }
+    this.completer.complete(chain, status, this.latencyBytes(), this.cursor.filled);
     this.completedInCallback = true;
-    if (this.count > 0) this.seekHead();
-    else this.curLeft = -1;
-  }
-
-  /**
-   * The queue is being stopped (vhost-user GET_VRING_BASE, a paused VM): give
-   * every pending message back now, while its ring still exists, so the ring
-   * position handed over is exact. TX messages not played are failed; RX
-   * messages keep what they recorded.
-   */
-  returnPending(): void {
-    this.failAll(this.direction === VIRTIO_SND_D_OUTPUT ? VIRTIO_SND_S_IO_ERR : VIRTIO_SND_S_OK);
+    if (this.count > 0) this.startCursor(this.pending[this.head]!);
+    else this.cursor.end();
   }
 
   /** Completes every pending message with `status` (RX messages keep what they recorded). */
-  private failAll(status: number): void {
-    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
-    while (this.count > 0) {
-      this.completeHead(status, isOutput ? STATUS_SIZE : this.curFilled + STATUS_SIZE);
-    }
+  protected failAll(status: number): void {
+    while (this.count > 0) this.completeHead(status);
     this.completedInCallback = false;
   }
 
@@ -657,9 +514,7 @@ export class PcmStream implements OutputSource, InputSink {
     this.failed = true;
     this.emitError(err);
     this.closeVoice();
-    const isOutput = this.direction === VIRTIO_SND_D_OUTPUT;
-    while (this.count > 0)
-      this.completeHead(VIRTIO_SND_S_IO_ERR, isOutput ? STATUS_SIZE : this.curFilled + STATUS_SIZE);
+    while (this.count > 0) this.completeHead(VIRTIO_SND_S_IO_ERR);
     this.host.runningChanged?.(this.direction);
   }
 
@@ -693,66 +548,4 @@ export class PcmStream implements OutputSource, InputSink {
     const error = err instanceof Error ? err : new Error(String(err));
     this.host.emit({ type: "error", streamId: this.id, time: this.host.now(), error });
   }
-}
-
-/**
- * Writes a virtio_snd_pcm_status at `statusOffset` into the writable part and
- * pushes the chain. If the status cannot be written, the chain is returned
- * with length 0 so the driver still gets its buffer back.
- */
-export function completeWithStatus(
-  host: Pick<StreamHost, "memory" | "markUsed">,
-  queue: DeviceQueue,
-  chain: Chain,
-  status: number,
-  latency: number,
-  statusOffset: number,
-  scratch: StatusScratch,
-  usedLen: number,
-): void {
-  let used = 0;
-  if (statusOffset >= 0 && chain.writableBytes >= statusOffset + STATUS_SIZE) {
-    try {
-      if (writeStatus(host.memory, chain, statusOffset, status, latency >>> 0, scratch)) used = usedLen;
-    } catch (err) {
-      if (!(err instanceof GuestMemoryError)) throw err;
-    }
-  }
-  queue.push(chain, used);
-  host.markUsed(queue);
-}
-
-/** Scratch space for a status that straddles descriptors. */
-export class StatusScratch {
-  readonly bytes = new Uint8Array(STATUS_SIZE);
-  readonly view = new DataView(this.bytes.buffer);
-}
-
-function writeStatus(
-  mem: GuestMemory,
-  chain: Chain,
-  statusOffset: number,
-  status: number,
-  latency: number,
-  scratch: StatusScratch,
-): boolean {
-  // The common case: the status lies inside one descriptor; write it in place.
-  let skip = statusOffset;
-  const end = chain.readableCount + chain.writableCount;
-  for (let i = chain.readableCount; i < end; i++) {
-    const len = chain.len[i]!;
-    if (skip < len) {
-      if (len - skip >= STATUS_SIZE) {
-        const addr = chain.addr[i]! + skip;
-        mem.writeU32(addr, status);
-        mem.writeU32(addr + 4, latency);
-        return true;
-      }
-      break;
-    }
-    skip -= len;
-  }
-  scratch.view.setUint32(0, status, true);
-  scratch.view.setUint32(4, latency, true);
-  return writeToChain(mem, chain, statusOffset, scratch.bytes, 0, STATUS_SIZE) === STATUS_SIZE;
 }

@@ -411,10 +411,10 @@ export class DeviceTarget implements FuzzTarget {
     if (this.good && s0 !== undefined) {
       // Likewise a malformed message whose header came to name it: only the fuzzer's own messages may.
       const enqueue = s0.enqueue.bind(s0);
-      s0.enqueue = (chain, queue) => {
+      s0.enqueue = (chain) => {
         const head = chain.readableCount > 0 ? chain.addr[0]! : -1;
         if (head < GOOD_BASE || head >= GOOD_CTL_REQ) this.goodSpoiled = true;
-        return enqueue(chain, queue);
+        return enqueue(chain);
       };
     }
     // Most inputs start from a driver that probed the device: the actions then reach the streams.

@@ -31,7 +31,10 @@ import {
   acceptsIo,
   commandAllowed,
 } from "../../src/stream/pcm-state.js";
-import { PcmStream, type StreamEvent, type StreamHost } from "../../src/stream/pcm-stream.js";
+import { InputStream } from "../../src/stream/input-stream.js";
+import { IoCompleter } from "../../src/stream/io-completer.js";
+import { OutputStream } from "../../src/stream/output-stream.js";
+import type { PcmStream, StreamEvent, StreamHost } from "../../src/stream/pcm-stream.js";
 import { Chain } from "../../src/virtqueue/chain.js";
 import type { DeviceQueue, RingState } from "../../src/virtqueue/virtqueue.js";
 
@@ -41,6 +44,8 @@ class FakeQueue implements DeviceQueue {
   readonly size = 256;
   readonly inFlight = 0;
   pushes: { chain: Chain; written: number }[] = [];
+  /** needsInterrupt() calls: one per batch of pushes the completer hands over. */
+  interruptChecks = 0;
   pop(): Chain | null {
     return null;
   }
@@ -48,7 +53,8 @@ class FakeQueue implements DeviceQueue {
     this.pushes.push({ chain, written });
   }
   needsInterrupt(): boolean {
-    return false;
+    this.interruptChecks++;
+    return true;
   }
   enableNotifications(): boolean {
     return false;
@@ -116,24 +122,15 @@ class FakeHost implements StreamHost {
   events: StreamEvent[] = [];
   posted: [number, number][] = [];
   flushes = 0;
-  marks = 0;
   polls: number[] = [];
   fatals: unknown[] = [];
   constructor(
     readonly memory: GuestMemory,
     readonly backend: AudioBackend,
-    readonly queue: FakeQueue,
     private readonly clock?: VirtualClock,
   ) {}
   now(): number {
     return this.clock?.now() ?? this.time;
-  }
-  ioQueue(): DeviceQueue | null {
-    return this.queue;
-  }
-  markUsed(queue: DeviceQueue): void {
-    expect(queue).toBe(this.queue);
-    this.marks++;
   }
   flush(): void {
     this.flushes++;
@@ -171,7 +168,8 @@ class Rig {
   readonly queue = new FakeQueue();
   readonly backend: FakeBackend | MemoryBackend;
   readonly host: FakeHost;
-  readonly stream: PcmStream;
+  readonly completer: IoCompleter;
+  readonly stream: OutputStream | InputStream;
   private next = 0x1000;
 
   constructor(
@@ -179,8 +177,24 @@ class Rig {
     opts: { backend?: MemoryBackend; clock?: VirtualClock; memory?: GuestMemory } = {},
   ) {
     this.backend = opts.backend ?? new FakeBackend();
-    this.host = new FakeHost(opts.memory ?? this.mem, this.backend, this.queue, opts.clock);
-    this.stream = new PcmStream(STREAM_ID, direction, this.host);
+    const memory = opts.memory ?? this.mem;
+    this.host = new FakeHost(memory, this.backend, opts.clock);
+    const output = direction === VIRTIO_SND_D_OUTPUT;
+    this.completer = new IoCompleter(memory, output);
+    this.completer.attach(this.queue);
+    this.stream = output
+      ? new OutputStream(STREAM_ID, this.host, this.completer)
+      : new InputStream(STREAM_ID, this.host, this.completer);
+  }
+
+  get output(): OutputStream {
+    if (!(this.stream instanceof OutputStream)) throw new Error("not an output rig");
+    return this.stream;
+  }
+
+  get input(): InputStream {
+    if (!(this.stream instanceof InputStream)) throw new Error("not an input rig");
+    return this.stream;
   }
 
   get fake(): FakeBackend {
@@ -257,13 +271,13 @@ class Rig {
   }
 
   enqueue(b: Built): boolean {
-    return this.stream.enqueue(b.chain, this.queue);
+    return this.stream.enqueue(b.chain);
   }
 
   /** What the voice would do: read `n` bytes from the stream. */
   read(n: number): number[] {
     const dest = new Uint8Array(n + 4).fill(0xcc);
-    const got = this.stream.read(dest, 2, n);
+    const got = this.output.read(dest, 2, n);
     expect(dest[0]).toBe(0xcc);
     expect(dest[1]).toBe(0xcc);
     expect(dest.subarray(2 + got).every((x) => x === 0xcc)).toBe(true);
@@ -272,7 +286,7 @@ class Rig {
 
   /** What an input voice would do: deliver `bytes`. */
   write(bytes: Uint8Array): number {
-    return this.stream.write(bytes, 0, bytes.length);
+    return this.input.write(bytes, 0, bytes.length);
   }
 
   pushedChains(): Chain[] {
@@ -623,13 +637,13 @@ describe("PcmStream", () => {
 
     it("queuedBytes() is what read() would return now, and asking for that much is no underrun", () => {
       const rig = outputRig(bit(VIRTIO_SND_PCM_F_EVT_XRUNS));
-      expect(rig.stream.queuedBytes()).toBe(0);
+      expect(rig.output.queuedBytes()).toBe(0);
       for (const m of [rig.tx(seq(100, 0), [30, 74]), rig.tx(seq(50, 100), [4, 25, 25])]) rig.enqueue(m);
-      expect(rig.stream.queuedBytes()).toBe(150);
+      expect(rig.output.queuedBytes()).toBe(150);
       rig.read(40);
-      expect(rig.stream.queuedBytes()).toBe(110);
-      rig.read(rig.stream.queuedBytes());
-      expect(rig.stream.queuedBytes()).toBe(0);
+      expect(rig.output.queuedBytes()).toBe(110);
+      rig.read(rig.output.queuedBytes());
+      expect(rig.output.queuedBytes()).toBe(0);
       expect(rig.stream.xruns).toBe(0);
       rig.read(1);
       expect(rig.stream.xruns).toBe(1);
@@ -655,7 +669,8 @@ describe("PcmStream", () => {
       expect(got).toEqual(Array.from({ length: 220 }, (_, i) => i & 0xff));
       expect(rig.pushedChains()).toEqual([a.chain, b.chain, c.chain]);
       expect(rig.queue.pushes.every((p) => p.written === 8)).toBe(true);
-      expect(rig.host.marks).toBe(3);
+      expect(rig.completer.needsInterrupt()).toBe(true);
+      expect(rig.queue.interruptChecks).toBe(1);
       expect(rig.stream.bytesTotal).toBe(220);
     });
 
@@ -816,7 +831,7 @@ describe("PcmStream", () => {
       });
       toState(rig.stream, PcmState.Running);
       rig.enqueue(rig.tx(seq(8)));
-      expect(rig.stream.read(new Uint8Array(8), 0, 8)).toBe(0);
+      expect(rig.output.read(new Uint8Array(8), 0, 8)).toBe(0);
       expect(rig.host.fatals).toHaveLength(1);
       expect(rig.host.fatals[0]).toBeInstanceOf(TypeError);
     });
@@ -863,7 +878,11 @@ describe("PcmStream", () => {
       expect(rig.host.flushes).toBe(0);
       rig.read(10);
       expect(rig.host.flushes).toBe(1);
-      expect(rig.host.marks).toBe(2);
+      expect(rig.queue.pushes).toHaveLength(2);
+      // Both completions wait for one interrupt decision, which the device's flush takes.
+      expect(rig.completer.needsInterrupt()).toBe(true);
+      expect(rig.completer.needsInterrupt()).toBe(false);
+      expect(rig.queue.interruptChecks).toBe(1);
     });
 
     it("reads the same bytes whatever the segmentation and read sizes (property)", () => {
