@@ -63,6 +63,7 @@ export {
   type StreamConfig,
 } from "./device/config.js";
 export { VirtioSound, type VirtioSoundOptions } from "./device/virtio-sound.js";
+export { type DeviceEvent, type DeviceObserver, type ObservedDevice } from "./device/observer.js";
 export type { VirtioDevice, VirtioDeviceHooks, VirtioDeviceSource } from "./transport/device.js";
 export {
   DEFAULT_QUEUE_SIZE_MAX,

@@ -44,6 +44,7 @@ import { MemoryBackend } from "../audio/memory-backend.js";
 import { PacedVoice, periodFrames } from "../audio/paced-voice.js";
 import { type PcmParams, fillSilence, silencePattern } from "../audio/pcm-params.js";
 import type { ControlValueInput } from "../device/controls.js";
+import type { DeviceObserver } from "../device/observer.js";
 import { VirtioSound } from "../device/virtio-sound.js";
 import { BumpAllocator } from "../driver/allocator.js";
 import type { Buf, DriverQueue } from "../driver/driver-queue.js";
@@ -65,9 +66,6 @@ import {
 } from "../spec/constants.js";
 import type { CtlTlv } from "../spec/structs.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
-import type { Chain } from "../virtqueue/chain.js";
-import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
-import type { DeviceQueue } from "../virtqueue/virtqueue.js";
 import { VirtioSndError } from "../errors.js";
 import { firstDifference, sha256Hex, toHex } from "./bytes.js";
 import {
@@ -78,7 +76,6 @@ import {
   type UsedEvent,
   parseTrace,
 } from "./format.js";
-import type { DeviceTracer } from "./recorder.js";
 
 export interface ReplayOptions {
   /**
@@ -1276,44 +1273,25 @@ export class Replay {
   }
 }
 
-/** The tracer the replayed device gets: it wraps each queue to feed recorded chains. */
-class Feeder implements DeviceTracer {
+/**
+ * The replayed device's observer: before the device looks for a chain, the
+ * replay makes the next recorded one available if it is due; before it returns
+ * one, the replay notes what has been played.
+ */
+class Feeder implements DeviceObserver {
   constructor(private readonly replay: Replay) {}
 
-  queue(index: number, queue: DeviceQueue): DeviceQueue {
-    return new FeedingQueue(this.replay, index, queue);
+  taking(index: number): void {
+    this.replay.beforePop(index);
+  }
+
+  returning(index: number): void {
+    this.replay.beforeReturn(index);
   }
 
   attach(): void {}
-  features(): void {}
-  stopQueue(): void {}
-  kick(): void {}
-  interrupt(): void {}
-  reset(): void {}
-  needsReset(): void {}
-  jack(): void {}
-  control(): void {}
-}
-
-/** A queue that lets the replay make the recorded chains available before each pop and note each return. */
-class FeedingQueue extends DelegatingQueue {
-  constructor(
-    private readonly replay: Replay,
-    private readonly index: number,
-    inner: DeviceQueue,
-  ) {
-    super(inner);
-  }
-
-  override pop(): Chain | null {
-    this.replay.beforePop(this.index);
-    return this.inner.pop();
-  }
-
-  override push(chain: Chain, written: number): void {
-    this.replay.beforeReturn(this.index);
-    this.inner.push(chain, written);
-  }
+  event(): void {}
+  taken(): void {}
 }
 
 // ---------------------------------------------------------------------------------------
