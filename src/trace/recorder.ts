@@ -11,6 +11,7 @@
  */
 import type { DeviceEvent, DeviceObserver, ObservedDevice } from "../device/observer.js";
 import { VIRTIO_SND_VQ_RX, VIRTIO_SND_VQ_TX } from "../spec/constants.js";
+import { VIRTIO_SND_PCM_STATUS_SIZE, VIRTIO_SND_PCM_XFER_SIZE } from "../spec/structs.js";
 import type { Chain } from "../virtqueue/chain.js";
 import { sha256Hex } from "./bytes.js";
 import {
@@ -60,10 +61,6 @@ export interface TraceRecorderOptions {
   /** Free text for the header. */
   readonly note?: string;
 }
-
-/** Bytes of the xfer header before TX audio (§5.14.6.8). */
-const XFER_SIZE = 4;
-const STATUS_SIZE = 8;
 
 /**
  * Records a device's traffic as trace lines. Give it to the device as
@@ -162,7 +159,7 @@ export class TraceRecorder implements DeviceObserver {
       const len = chain.len[i]!;
       const data = this.read(chain.addr[i]!, len);
       // Only descriptors that hold nothing but audio become hashes: the xfer header stays readable.
-      if (this.hashTx && index === VIRTIO_SND_VQ_TX && offset >= XFER_SIZE)
+      if (this.hashTx && index === VIRTIO_SND_VQ_TX && offset >= VIRTIO_SND_PCM_XFER_SIZE)
         r.push({ len, sha256: sha256Hex(data) });
       else r.push({ len, data });
       offset += len;
@@ -183,8 +180,8 @@ export class TraceRecorder implements DeviceObserver {
     const data = this.readWritable(chain, 0, n);
     const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;
     const t = this.now();
-    if (io && total >= STATUS_SIZE && written < total) {
-      const status = this.readWritable(chain, total - STATUS_SIZE, STATUS_SIZE);
+    if (io && total >= VIRTIO_SND_PCM_STATUS_SIZE && written < total) {
+      const status = this.readWritable(chain, total - VIRTIO_SND_PCM_STATUS_SIZE, VIRTIO_SND_PCM_STATUS_SIZE);
       this.emit({ t, ev: "used", q: index, seq, len: written, data, status });
     } else {
       this.emit({ t, ev: "used", q: index, seq, len: written, data });
