@@ -38,7 +38,7 @@
  * The parts: replay-types.ts (options and results), trace-analysis.ts (the
  * trace worked out beforehand), feeder.ts (the device's observer),
  * buffer-pool.ts, recorded-input.ts (capture from the recording),
- * replay-report.ts (divergences in words).
+ * completion-check.ts (the comparison), replay-report.ts (divergences in words).
  *
  * No Node built-ins: this is core code.
  */
@@ -56,19 +56,17 @@ import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
-  VIRTIO_SND_S_OK,
-  VIRTIO_SND_VQ_CONTROL,
-  VIRTIO_SND_VQ_EVENT,
   VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../spec/constants.js";
-import { type CtlTlv, VIRTIO_SND_PCM_STATUS_SIZE, VIRTIO_SND_PCM_XFER_SIZE } from "../spec/structs.js";
+import { type CtlTlv, VIRTIO_SND_PCM_XFER_SIZE } from "../spec/structs.js";
 import { BufferPool } from "./buffer-pool.js";
-import { firstDifference, sha256Hex, toHex } from "./bytes.js";
+import { CompletionCheck } from "./completion-check.js";
+import { sha256Hex } from "./bytes.js";
 import { Feeder } from "./feeder.js";
 import { type Trace, type TraceEvent, TraceError, parseTrace } from "./format.js";
 import { ReplayBackend } from "./recorded-input.js";
-import { describeDivergence, hexAround } from "./replay-report.js";
+import { describeDivergence } from "./replay-report.js";
 import type {
   Divergence,
   PlayedSession,
@@ -79,14 +77,7 @@ import type {
   ReplayStats,
   ReplayWait,
 } from "./replay-types.js";
-import {
-  Analysis,
-  type ChainInfo,
-  type ExpectedUse,
-  INPUT_EVENTS,
-  bucketOf,
-  u32le,
-} from "./trace-analysis.js";
+import { Analysis, type ChainInfo, INPUT_EVENTS } from "./trace-analysis.js";
 
 const MEMORY_BASE = 0x10_0000;
 const RING_AREA = 4 * 1024 * 1024;
@@ -116,16 +107,6 @@ interface InFlight {
   readonly audio: Uint8Array | null;
 }
 
-interface PlayCheck {
-  readonly stream: number;
-  readonly audio: Uint8Array;
-  /** Played entirely (completed OK, not by a RELEASE). */
-  readonly whole: boolean;
-  /** Bytes the stream had played when the device returned the message. */
-  readonly playedAtReturn: number;
-  readonly use: ExpectedUse;
-}
-
 /**
  * One replay of a trace. replayTrace() runs it on a VirtualClock in one go
  * (run()); LiveReplay drives the same steps on any clock (runWith()).
@@ -145,6 +126,7 @@ export class Replay {
   /** Every output voice's bytes, in the order the voices were opened. */
   readonly played: readonly PlayedSession[];
   private readonly backend: ReplayBackend;
+  private readonly check: CompletionCheck;
   device!: VirtioSound;
 
   private readonly driver: (DriverQueue | null)[] = [null, null, null, null];
@@ -152,11 +134,8 @@ export class Replay {
   private readonly stoppedBase = [0, 0, 0, 0];
   private readonly inFlight = [0, 1, 2, 3].map(() => new Map<number, InFlight>());
   private readonly availPtr = [0, 0, 0, 0];
-  private readonly matched = new Map<string, number>();
-  private readonly plays: PlayCheck[] = [];
   /** Per TX return not yet reaped, in used-ring order: bytes each output stream had played then. */
   private readonly txReturns: Record<number, number>[] = [];
-  private readonly playPos = new Map<number, number>();
   private readonly txCursor = new Map<number, number>();
   private readonly txSource = new Map<number, Uint8Array>();
   private features = 0n;
@@ -207,6 +186,15 @@ export class Replay {
       captured: {},
       endTime: 0,
     };
+    this.check = new CompletionCheck(this.a, options.compareLatency === true, {
+      played: this.played,
+      lineOf: (index) => this.lineOf(index),
+      traceNow: () => this.traceNow(),
+      diverge: (d) => this.diverge(d),
+      done: () => this.done,
+      afterEnd: () => this.afterEnd,
+      extraCompletion: () => this.stats.extraCompletions++,
+    });
   }
 
   private get done(): boolean {
@@ -305,7 +293,7 @@ export class Replay {
     this.frontier = this.events.length;
     yield {
       t: this.traceNow() + (this.options.graceNs ?? 1_000_000_000),
-      until: () => this.done || this.allMatched(),
+      until: () => this.done || this.check.allMatched(),
     };
     this.finish();
   }
@@ -661,7 +649,7 @@ export class Replay {
       this.freeBuffers(f);
       this.stats.completions++;
       if (this.env.onCompletion !== undefined) this.report(q, f, u.len, written);
-      if (!this.done) this.completed(q, f, u.len, written, returned);
+      if (!this.done) this.check.completed(q, f.chain, f.audio, u.len, written, returned);
     }
   }
 
@@ -692,188 +680,12 @@ export class Replay {
     this.guard(() => this.env.onCompletion!(completion));
   }
 
-  private completed(
-    q: number,
-    f: InFlight,
-    len: number,
-    written: Uint8Array,
-    returned: Record<number, number> | undefined,
-  ): void {
-    const info = f.chain;
-    const seq = info.ev.seq;
-    const bucket = bucketOf(q, info.stream);
-    const list = this.a.expected.get(bucket) ?? [];
-    const pos = this.matched.get(bucket) ?? 0;
-    const exp = list[pos];
-    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
-    const stream = io ? { stream: info.stream } : {};
-    const actual = toHex(written.subarray(0, Math.min(len, written.length)));
-    if (exp === undefined || exp.ev.seq !== seq) {
-      const later = this.a.position.get(bucket)?.get(seq);
-      if (exp === undefined && later === undefined && this.afterEnd) {
-        this.stats.extraCompletions++;
-        return;
-      }
-      if (exp !== undefined && later !== undefined && later > pos) {
-        this.diverge({
-          reason: "order",
-          queue: q,
-          message: exp.ev.seq,
-          ...stream,
-          actualMessage: seq,
-          expected: toHex(exp.ev.data),
-          actual,
-          t: exp.ev.t,
-          line: this.lineOf(exp.index),
-          detail: `the recording completed message ${exp.ev.seq} next; the device completed message ${seq} first`,
-        });
-        return;
-      }
-      this.diverge({
-        reason: "unexpected",
-        queue: q,
-        message: seq,
-        ...stream,
-        ...(exp !== undefined ? { expectedMessage: exp.ev.seq } : {}),
-        expected: "",
-        actual,
-        t: this.traceNow(),
-        line: this.lineOf(info.index),
-        detail:
-          `the device completed message ${seq} (used length ${len}), which the recording never completed` +
-          (exp !== undefined ? `; it completed message ${exp.ev.seq} next` : ""),
-      });
-      return;
-    }
-    this.matched.set(bucket, pos + 1);
-    if (this.compare(q, exp, len, written)) return;
-    if (q === VIRTIO_SND_VQ_TX && f.audio !== null && info.stream >= 0) {
-      const status =
-        written.length >= VIRTIO_SND_PCM_STATUS_SIZE
-          ? u32le(written, written.length - VIRTIO_SND_PCM_STATUS_SIZE)
-          : -1;
-      this.plays.push({
-        stream: info.stream,
-        audio: f.audio,
-        whole: !exp.cut && status === VIRTIO_SND_S_OK && len >= VIRTIO_SND_PCM_STATUS_SIZE,
-        playedAtReturn: returned?.[info.stream] ?? 0,
-        use: exp,
-      });
-    }
-  }
-
-  /** Compares one completion with its recording; reports and returns true when they differ. */
-  private compare(q: number, exp: ExpectedUse, len: number, written: Uint8Array): boolean {
-    const e = exp.ev;
-    const w = written.length;
-    const base = {
-      queue: q,
-      message: e.seq,
-      ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: exp.chain.stream } : {}),
-      t: e.t,
-      line: this.lineOf(exp.index),
-    };
-    const prefix = written.subarray(0, Math.min(len, w));
-    if (len !== e.len) {
-      this.diverge({
-        ...base,
-        reason: "length",
-        expected: toHex(e.data),
-        actual: toHex(prefix),
-        detail: `the used length is ${len}; the recording has ${e.len}`,
-      });
-      return true;
-    }
-    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
-    if (!io || w < VIRTIO_SND_PCM_STATUS_SIZE || len < VIRTIO_SND_PCM_STATUS_SIZE) {
-      const part = q === VIRTIO_SND_VQ_CONTROL ? "response" : q === VIRTIO_SND_VQ_EVENT ? "event" : "data";
-      return this.compareBytes(base, part, e.data, prefix);
-    }
-    const dataLen = Math.min(len, w) - VIRTIO_SND_PCM_STATUS_SIZE;
-    if (this.compareBytes(base, "data", e.data.subarray(0, dataLen), written.subarray(0, dataLen)))
-      return true;
-    const expStatus = e.status ?? e.data.subarray(w - VIRTIO_SND_PCM_STATUS_SIZE, w);
-    const actStatus = written.subarray(w - VIRTIO_SND_PCM_STATUS_SIZE, w);
-    const n = this.options.compareLatency ? VIRTIO_SND_PCM_STATUS_SIZE : 4;
-    const at = firstDifference(expStatus.subarray(0, n), actStatus.subarray(0, n));
-    if (at < 0) return false;
-    this.diverge({
-      ...base,
-      reason: "bytes",
-      part: "status",
-      offset: at,
-      expected: toHex(expStatus),
-      actual: toHex(actStatus),
-      detail:
-        at < 4
-          ? `the status is 0x${u32le(actStatus, 0).toString(16)}; the recording has 0x${u32le(expStatus, 0).toString(16)}`
-          : `latency_bytes is ${u32le(actStatus, 4)}; the recording has ${u32le(expStatus, 4)}`,
-    });
-    return true;
-  }
-
-  private compareBytes(
-    base: { queue: number; message: number; stream?: number; t: number; line: number },
-    part: "response" | "event" | "data",
-    expected: Uint8Array,
-    actual: Uint8Array,
-  ): boolean {
-    const at = firstDifference(expected, actual);
-    if (at < 0) return false;
-    this.diverge({
-      ...base,
-      reason: "bytes",
-      part,
-      offset: at,
-      expected: toHex(expected),
-      actual: toHex(actual),
-      detail: `byte ${at} of the ${part === "data" ? "rx data" : part} differs: expected ${hexAround(expected, at)}, got ${hexAround(actual, at)}`,
-    });
-    return true;
-  }
-
-  // ---- played audio ------------------------------------------------------------------
-
-  private checkPlayed(): void {
-    while (this.plays.length > 0 && !this.done) {
-      const c = this.plays.shift()!;
-      const sessions = this.played.filter((p) => p.streamId === c.stream);
-      const pos = this.playPos.get(c.stream) ?? 0;
-      const n = c.audio.length;
-      // Cut short (RELEASE, SET_PARAMS, a stopped queue, an error): played up to where the device returned it.
-      const take = c.whole ? n : Math.max(0, Math.min(n, c.playedAtReturn - pos));
-      const played = slicePlayed(sessions, pos, pos + take);
-      const at = firstDifference(c.audio.subarray(0, take), played);
-      if (at >= 0) {
-        const e = c.use.ev;
-        this.diverge({
-          reason: "played",
-          queue: VIRTIO_SND_VQ_TX,
-          message: e.seq,
-          stream: c.stream,
-          part: "played",
-          offset: at,
-          expected: toHex(c.audio.subarray(0, take)),
-          actual: toHex(played),
-          t: e.t,
-          line: this.lineOf(c.use.index),
-          detail:
-            played.length < take
-              ? `the device completed the message but the backend played only ${played.length} of its ${take} bytes`
-              : `byte ${at} of the message was played as ${hexAround(played, at)}; the message holds ${hexAround(c.audio, at)}`,
-        });
-        return;
-      }
-      this.playPos.set(c.stream, pos + take);
-    }
-  }
-
   // ---- the end ------------------------------------------------------------------------
 
   /** Takes what the device returned and checks what was played (also as a live replay's time passes). */
   settle(): void {
     for (let q = 0; q < 4; q++) this.reap(q);
-    this.checkPlayed();
+    this.check.checkPlayed();
     if (this.broken !== null && !this.brokenMatched && !this.done) {
       if (this.afterEnd || this.a.breakAhead[Math.max(0, this.current)] !== 1) {
         this.diverge({
@@ -893,31 +705,7 @@ export class Replay {
   private finish(): void {
     this.settle();
     if (this.done) return;
-    let first: ExpectedUse | null = null;
-    for (const [bucket, list] of this.a.expected) {
-      const e = list[this.matched.get(bucket) ?? 0];
-      if (e !== undefined && (first === null || e.index < first.index)) first = e;
-    }
-    if (first !== null) {
-      const q = first.ev.q;
-      this.diverge({
-        reason: "missing",
-        queue: q,
-        message: first.ev.seq,
-        ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: first.chain.stream } : {}),
-        expected: toHex(first.ev.data),
-        actual: "",
-        t: first.ev.t,
-        line: this.lineOf(first.index),
-        detail: `the recording completed this message (used length ${first.ev.len}); the replayed device never did`,
-      });
-    }
-  }
-
-  private allMatched(): boolean {
-    for (const [bucket, list] of this.a.expected)
-      if ((this.matched.get(bucket) ?? 0) < list.length) return false;
-    return true;
+    this.check.reportMissing();
   }
 
   private diverge(d: Divergence): void {
@@ -932,24 +720,6 @@ export class Replay {
       if (this.error === null) this.error = err;
     }
   }
-}
-
-/** Bytes `from` to `to` of what a stream played, across the sessions (voices) it played in. */
-function slicePlayed(sessions: readonly PlayedSession[], from: number, to: number): Uint8Array {
-  const out = new Uint8Array(Math.max(0, to - from));
-  let start = 0;
-  let got = 0;
-  for (const s of sessions) {
-    const end = start + s.data.length;
-    const a = Math.max(from, start);
-    const b = Math.min(to, end);
-    if (b > a) {
-      out.set(s.data.bytes().subarray(a - start, b - start), a - from);
-      got = Math.max(got, b - from);
-    }
-    start = end;
-  }
-  return out.subarray(0, got);
 }
 
 /** A deterministic stand-in for hashed audio: distinct per message and descriptor. */
