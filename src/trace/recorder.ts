@@ -25,10 +25,10 @@ import {
   ringOf,
 } from "./format.js";
 
-/** What the device tells its recorder about itself when it is built (the observer's ObservedDevice). */
+/** The earlier name of ObservedDevice (src/device/observer.ts), kept for code that uses it. */
 export type TraceDeviceInfo = ObservedDevice;
 
-/** The hooks a VirtioSound calls (VirtioSoundOptions.recorder): the device's DeviceObserver. */
+/** The earlier name of DeviceObserver (src/device/observer.ts), kept for code that uses it. */
 export type DeviceTracer = DeviceObserver;
 
 /** Where trace lines go: each call is one line, without its "\n". */
