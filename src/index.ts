@@ -63,6 +63,7 @@ export {
   type StreamConfig,
 } from "./device/config.js";
 export { VirtioSound, type VirtioSoundOptions } from "./device/virtio-sound.js";
+export { type DeviceEvent, type DeviceObserver, type ObservedDevice } from "./device/observer.js";
 export type { VirtioDevice, VirtioDeviceHooks, VirtioDeviceSource } from "./transport/device.js";
 export {
   DEFAULT_QUEUE_SIZE_MAX,
@@ -184,17 +185,17 @@ export {
   type TraceRecorderOptions,
   type TraceSink,
 } from "./trace/recorder.js";
-export {
-  describeDivergence,
-  replayTrace,
-  type Divergence,
-  type DivergenceReason,
-  type PlayedSession,
-  type ReplayCompletion,
-  type ReplayOptions,
-  type ReplayResult,
-  type ReplayStats,
-} from "./trace/replayer.js";
+export { replayTrace } from "./trace/replayer.js";
+export { describeDivergence } from "./trace/replay-report.js";
+export type {
+  Divergence,
+  DivergenceReason,
+  PlayedSession,
+  ReplayCompletion,
+  ReplayOptions,
+  ReplayResult,
+  ReplayStats,
+} from "./trace/replay-types.js";
 export {
   LiveReplay,
   traceTxAudio,

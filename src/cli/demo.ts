@@ -21,7 +21,7 @@ import type { StreamEvent } from "../stream/pcm-stream.js";
 import { firstDifference } from "../trace/bytes.js";
 import { type Trace, ringOf } from "../trace/format.js";
 import { LiveReplay, traceTxAudio } from "../trace/live-replay.js";
-import type { ReplayCompletion } from "../trace/replayer.js";
+import type { ReplayCompletion } from "../trace/replay-types.js";
 import { describeStreamEvent } from "./stream-events.js";
 import { EXIT_USAGE, UsageError, parseCommandLine, usageLine } from "./args.js";
 import { wavDirNotice } from "./wav-dir.js";

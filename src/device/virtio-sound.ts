@@ -34,7 +34,6 @@ import { MAX_LAG_NS, type PcmStream, type StreamEvent, type StreamHost } from ".
 import { type Chain, ChainFault, readFromChain } from "../virtqueue/chain.js";
 import { PackedQueue } from "../virtqueue/packed-ring.js";
 import { SplitQueue } from "../virtqueue/split-ring.js";
-import type { DeviceTracer } from "../trace/recorder.js";
 import type { DeviceQueue, QueueLayout } from "../virtqueue/virtqueue.js";
 import {
   type ChmapInfo,
@@ -56,6 +55,8 @@ import {
 } from "./limits.js";
 import { type ControlChange, ControlElements, type ControlValueInput } from "./controls.js";
 import { EventQueue } from "./event-queue.js";
+import { ObservedQueue } from "./observed-queue.js";
+import type { DeviceObserver } from "./observer.js";
 import { type DeviceSnapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js";
 
 export interface VirtioSoundOptions {
@@ -86,10 +87,11 @@ export interface VirtioSoundOptions {
    */
   readonly onControlChange?: (change: ControlChange) => void;
   /**
-   * Records the session as a trace (a TraceRecorder, src/trace/): driver and
-   * host actions, and every chain taken and returned. Costs nothing when absent.
+   * Watches the device (./observer.ts): driver and host actions, and every
+   * chain taken and returned. A TraceRecorder (src/trace/) records them as a
+   * trace. Costs nothing when absent.
    */
-  readonly recorder?: DeviceTracer;
+  readonly recorder?: DeviceObserver;
 }
 
 const bit = (n: number): bigint => 1n << BigInt(n);
@@ -234,7 +236,7 @@ export class VirtioSound {
    */
   setDriverFeatures(features: bigint): boolean {
     const refused = (features & ~this.deviceFeatures) !== 0n || (features & bit(VIRTIO_F_VERSION_1)) === 0n;
-    this.options.recorder?.features(features, !refused);
+    this.options.recorder?.event({ type: "features", features, accepted: !refused });
     if (refused) {
       this.featuresAccepted = false;
       return false;
@@ -299,7 +301,15 @@ export class VirtioSound {
       ? new PackedQueue(this.memory, layout, features)
       : new SplitQueue(this.memory, layout, features);
     if (base !== undefined) queue.setBase(base);
-    queue = this.options.recorder?.queue(index, queue, base) ?? queue;
+    const observer = this.options.recorder;
+    if (observer !== undefined) {
+      observer.event(
+        base === undefined
+          ? { type: "queue", index, size: queue.size }
+          : { type: "queue", index, size: queue.size, base },
+      );
+      queue = new ObservedQueue(queue, index, observer);
+    }
     this.queues[index] = queue;
     this.layouts[index] = { ...layout };
     this.ioCompleter(index)?.attach(queue);
@@ -328,7 +338,7 @@ export class VirtioSound {
       }
     }
     const base = queue.getBase();
-    this.options.recorder?.stopQueue(index, base);
+    this.options.recorder?.event({ type: "stop", index, base });
     this.queues[index] = null;
     this.layouts[index] = null;
     this.ioCompleter(index)?.attach(null);
@@ -342,7 +352,7 @@ export class VirtioSound {
 
   /** The driver notified queue `index` (a "kick"). */
   notify(index: number): void {
-    this.options.recorder?.kick(index);
+    this.options.recorder?.event({ type: "kick", index });
     if (this.broken !== null) return;
     try {
       switch (index) {
@@ -367,7 +377,7 @@ export class VirtioSound {
 
   /** Device reset (§2.4): every stream stops and forgets, queues are dropped. */
   reset(): void {
-    this.options.recorder?.reset();
+    this.options.recorder?.event({ type: "reset" });
     for (const s of this.streams) s.reset();
     this.queues.fill(null);
     this.layouts.fill(null);
@@ -498,7 +508,7 @@ export class VirtioSound {
 
   /** Plugs or unplugs jack `jackId`, notifying the driver. */
   setJackConnected(jackId: number, connected: boolean): void {
-    this.options.recorder?.jack(jackId, connected);
+    this.options.recorder?.event({ type: "jack", jackId, connected });
     const jack = this.jacks[jackId];
     if (jack === undefined) throw new VirtioSndError("ERR_INVALID_STATE", `no jack ${jackId}`);
     if (jack.connected === connected) return;
@@ -516,19 +526,19 @@ export class VirtioSound {
    * Throws ERR_INVALID_STATE for an unknown element or a value it cannot hold.
    */
   setControlValue(controlId: number, values: ControlValueInput): boolean {
-    this.options.recorder?.control("value", controlId, values);
+    this.options.recorder?.event({ type: "control", op: "value", controlId, value: values });
     return this.controlChange(() => this.controls.setValue(controlId, values));
   }
 
   /** Replaces control element `controlId`'s metadata (mask TLV). Returns whether it changed. */
   setControlTlv(controlId: number, tlv: CtlTlv | Uint8Array): boolean {
-    this.options.recorder?.control("tlv", controlId, tlv);
+    this.options.recorder?.event({ type: "control", op: "tlv", controlId, value: tlv });
     return this.controlChange(() => this.controls.setTlv(controlId, tlv));
   }
 
   /** Marks control element `controlId` active or INACTIVE (mask INFO). Returns whether it changed. */
   setControlActive(controlId: number, active: boolean): boolean {
-    this.options.recorder?.control("active", controlId, active);
+    this.options.recorder?.event({ type: "control", op: "active", controlId, value: active });
     return this.controlChange(() => this.controls.setActive(controlId, active));
   }
 
@@ -691,7 +701,7 @@ export class VirtioSound {
   }
 
   private raise(index: number): void {
-    this.options.recorder?.interrupt(index);
+    this.options.recorder?.event({ type: "interrupt", index });
     this.options.interrupt(index);
   }
 
@@ -704,7 +714,7 @@ export class VirtioSound {
         : new VirtqueueBrokenError(`device error: ${error.message}`, { cause: error });
     for (const s of this.streams) s.reset();
     this.tickPolled.fill(false);
-    this.options.recorder?.needsReset(this.broken);
+    this.options.recorder?.event({ type: "needs-reset", error: this.broken });
     this.options.onNeedsReset?.(this.broken);
   }
 }

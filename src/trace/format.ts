@@ -70,9 +70,13 @@
  * No Node built-ins: this is core code.
  */
 import type { SoundConfig } from "../device/config.js";
+import type { ControlOp } from "../device/observer.js";
 import { VirtioSndError } from "../errors.js";
 import { VIRTIO_F_RING_PACKED, VIRTIO_SND_VQ_RX, VIRTIO_SND_VQ_TX } from "../spec/constants.js";
 import { fromHex, isHex, toHex } from "./bytes.js";
+
+/** A control event's op: which setter the host called (the device's own names). */
+export type { ControlOp };
 
 export const TRACE_FORMAT = "virtio-snd-trace";
 export const TRACE_VERSION = 1;
@@ -112,8 +116,6 @@ export interface TraceHeader {
 /** A device-readable descriptor: its bytes, or (TX audio) its length and SHA-256. */
 export type TraceSegment =
   { readonly len: number; readonly data: Uint8Array } | { readonly len: number; readonly sha256: string };
-
-export type ControlOp = "value" | "tlv" | "active";
 
 export type TraceEvent =
   | { readonly t: number; readonly ev: "features"; readonly features: bigint; readonly accepted: boolean }

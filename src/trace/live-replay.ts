@@ -35,14 +35,14 @@ import { VIRTIO_SND_VQ_TX } from "../spec/constants.js";
 import { PcmState } from "../stream/pcm-state.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import { type Trace, type TraceEvent, parseTrace } from "./format.js";
-import {
-  type PlayedSession,
-  Replay,
-  type ReplayCompletion,
-  type ReplayOptions,
-  type ReplayResult,
-  type ReplayWait,
-} from "./replayer.js";
+import type {
+  PlayedSession,
+  ReplayCompletion,
+  ReplayOptions,
+  ReplayResult,
+  ReplayWait,
+} from "./replay-types.js";
+import { Replay } from "./replayer.js";
 
 export interface LiveReplayOptions extends ReplayOptions {
   /**

@@ -1,25 +1,20 @@
 /**
  * Recording what a driver does to the device, as a trace (format.ts).
  *
- * The device calls a DeviceTracer (VirtioSoundOptions.recorder) at each
- * driver and host action, and wraps every queue it sets up in the tracer's
- * decorator, which copies each chain's readable bytes when the device takes it
- * and the bytes it wrote when it returns it. Without a recorder none of this
- * runs.
+ * A TraceRecorder is the device's observer (VirtioSoundOptions.recorder,
+ * src/device/observer.ts): it writes a line for each driver and host action,
+ * copies each chain's readable bytes when the device takes it and the bytes it
+ * wrote when it returns it. Without a recorder none of this runs.
  *
  * No Node built-ins: this is core code. Lines go to a TraceSink (an array in
  * tests, a file through src/node/trace-file.ts).
  */
-import type { Clock } from "../audio/clock.js";
-import type { SoundConfig } from "../device/config.js";
-import type { GuestMemory } from "../memory/guest-memory.js";
+import type { DeviceEvent, DeviceObserver, ObservedDevice } from "../device/observer.js";
 import { VIRTIO_SND_VQ_RX, VIRTIO_SND_VQ_TX } from "../spec/constants.js";
+import { VIRTIO_SND_PCM_STATUS_SIZE, VIRTIO_SND_PCM_XFER_SIZE } from "../spec/structs.js";
 import type { Chain } from "../virtqueue/chain.js";
-import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
-import type { DeviceQueue } from "../virtqueue/virtqueue.js";
 import { sha256Hex } from "./bytes.js";
 import {
-  type ControlOp,
   type TraceEvent,
   type TraceHeader,
   type TraceSegment,
@@ -30,34 +25,11 @@ import {
   ringOf,
 } from "./format.js";
 
-/** What the device tells its tracer about itself when it is built. */
-export interface TraceDeviceInfo {
-  /** Features the device offers. */
-  readonly features: bigint;
-  readonly config: SoundConfig;
-  readonly clock: Clock;
-  readonly memory: GuestMemory;
-}
+/** The earlier name of ObservedDevice (src/device/observer.ts), kept for code that uses it. */
+export type TraceDeviceInfo = ObservedDevice;
 
-/**
- * The hooks a VirtioSound calls when given one (VirtioSoundOptions.recorder).
- * TraceRecorder implements them; so does the replayer, to feed chains.
- */
-export interface DeviceTracer {
-  attach(info: TraceDeviceInfo): void;
-  /** setDriverFeatures, with the device's answer. */
-  features(features: bigint, accepted: boolean): void;
-  /** Queue `index` was set up; returns the queue the device uses instead (a decorator). */
-  queue(index: number, queue: DeviceQueue, base: number | undefined): DeviceQueue;
-  /** The transport stopped queue `index` at ring position `base`. */
-  stopQueue(index: number, base: number): void;
-  kick(index: number): void;
-  interrupt(index: number): void;
-  reset(): void;
-  needsReset(error: Error): void;
-  jack(jackId: number, connected: boolean): void;
-  control(op: ControlOp, controlId: number, value: unknown): void;
-}
+/** The earlier name of DeviceObserver (src/device/observer.ts), kept for code that uses it. */
+export type DeviceTracer = DeviceObserver;
 
 /** Where trace lines go: each call is one line, without its "\n". */
 export interface TraceSink {
@@ -90,10 +62,6 @@ export interface TraceRecorderOptions {
   readonly note?: string;
 }
 
-/** Bytes of the xfer header before TX audio (§5.14.6.8). */
-const XFER_SIZE = 4;
-const STATUS_SIZE = 8;
-
 /**
  * Records a device's traffic as trace lines. Give it to the device as
  * VirtioSoundOptions.recorder, then call close() at the end of the session.
@@ -101,8 +69,8 @@ const STATUS_SIZE = 8;
  * The header (line 1) names the ring layout the driver chose, so it is written
  * at the first accepted feature negotiation; events before that wait in memory.
  */
-export class TraceRecorder implements DeviceTracer {
-  private info: TraceDeviceInfo | null = null;
+export class TraceRecorder implements DeviceObserver {
+  private info: ObservedDevice | null = null;
   private origin = 0;
   private headerWritten = false;
   private closed = false;
@@ -120,52 +88,48 @@ export class TraceRecorder implements DeviceTracer {
     this.hashTx = options.txAudio === "hash";
   }
 
-  attach(info: TraceDeviceInfo): void {
+  attach(info: ObservedDevice): void {
     this.info = info;
     this.origin = info.clock.now();
   }
 
-  features(features: bigint, accepted: boolean): void {
-    if (accepted && !this.headerWritten) this.writeHeader(features);
-    this.emit({ t: this.now(), ev: "features", features, accepted });
-  }
-
-  queue(index: number, queue: DeviceQueue, base: number | undefined): DeviceQueue {
-    this.emit(
-      base === undefined
-        ? { t: this.now(), ev: "queue", q: index, size: queue.size }
-        : { t: this.now(), ev: "queue", q: index, size: queue.size, base },
-    );
-    return new RecordingQueue(this, index, queue);
-  }
-
-  stopQueue(index: number, base: number): void {
-    this.emit({ t: this.now(), ev: "stop", q: index, base });
-  }
-
-  kick(index: number): void {
-    this.emit({ t: this.now(), ev: "kick", q: index });
-  }
-
-  interrupt(index: number): void {
-    this.emit({ t: this.now(), ev: "interrupt", q: index });
-  }
-
-  reset(): void {
-    for (const m of this.inFlight) m.clear();
-    this.emit({ t: this.now(), ev: "reset" });
-  }
-
-  needsReset(error: Error): void {
-    this.emit({ t: this.now(), ev: "needs-reset", message: error.message });
-  }
-
-  jack(jackId: number, connected: boolean): void {
-    this.emit({ t: this.now(), ev: "jack", jack: jackId, connected });
-  }
-
-  control(op: ControlOp, controlId: number, value: unknown): void {
-    this.emit({ t: this.now(), ev: "control", op, id: controlId, value });
+  event(e: DeviceEvent): void {
+    const t = this.now();
+    switch (e.type) {
+      case "features":
+        if (e.accepted && !this.headerWritten) this.writeHeader(e.features);
+        this.emit({ t, ev: "features", features: e.features, accepted: e.accepted });
+        break;
+      case "queue":
+        this.emit(
+          e.base === undefined
+            ? { t, ev: "queue", q: e.index, size: e.size }
+            : { t, ev: "queue", q: e.index, size: e.size, base: e.base },
+        );
+        break;
+      case "stop":
+        this.emit({ t, ev: "stop", q: e.index, base: e.base });
+        break;
+      case "kick":
+        this.emit({ t, ev: "kick", q: e.index });
+        break;
+      case "interrupt":
+        this.emit({ t, ev: "interrupt", q: e.index });
+        break;
+      case "reset":
+        for (const m of this.inFlight) m.clear();
+        this.emit({ t, ev: "reset" });
+        break;
+      case "needs-reset":
+        this.emit({ t, ev: "needs-reset", message: e.error.message });
+        break;
+      case "jack":
+        this.emit({ t, ev: "jack", jack: e.jackId, connected: e.connected });
+        break;
+      case "control":
+        this.emit({ t, ev: "control", op: e.op, id: e.controlId, value: e.value });
+        break;
+    }
   }
 
   /** Ends the trace: writes the header if no negotiation ever did. Later events are dropped. */
@@ -176,6 +140,9 @@ export class TraceRecorder implements DeviceTracer {
   }
 
   // ---- chains ----------------------------------------------------------------------
+
+  /** Nothing to record until a chain is taken. */
+  taking(): void {}
 
   /** The device took `chain` from queue `index`. */
   taken(index: number, chain: Chain): void {
@@ -192,7 +159,7 @@ export class TraceRecorder implements DeviceTracer {
       const len = chain.len[i]!;
       const data = this.read(chain.addr[i]!, len);
       // Only descriptors that hold nothing but audio become hashes: the xfer header stays readable.
-      if (this.hashTx && index === VIRTIO_SND_VQ_TX && offset >= XFER_SIZE)
+      if (this.hashTx && index === VIRTIO_SND_VQ_TX && offset >= VIRTIO_SND_PCM_XFER_SIZE)
         r.push({ len, sha256: sha256Hex(data) });
       else r.push({ len, data });
       offset += len;
@@ -204,7 +171,7 @@ export class TraceRecorder implements DeviceTracer {
   }
 
   /** The device returns `chain` to queue `index` with `written` bytes written. */
-  returned(index: number, chain: Chain, written: number): void {
+  returning(index: number, chain: Chain, written: number): void {
     const seq = this.inFlight[index]!.get(chain);
     if (seq === undefined) return;
     this.inFlight[index]!.delete(chain);
@@ -213,8 +180,8 @@ export class TraceRecorder implements DeviceTracer {
     const data = this.readWritable(chain, 0, n);
     const io = index === VIRTIO_SND_VQ_TX || index === VIRTIO_SND_VQ_RX;
     const t = this.now();
-    if (io && total >= STATUS_SIZE && written < total) {
-      const status = this.readWritable(chain, total - STATUS_SIZE, STATUS_SIZE);
+    if (io && total >= VIRTIO_SND_PCM_STATUS_SIZE && written < total) {
+      const status = this.readWritable(chain, total - VIRTIO_SND_PCM_STATUS_SIZE, VIRTIO_SND_PCM_STATUS_SIZE);
       this.emit({ t, ev: "used", q: index, seq, len: written, data, status });
     } else {
       this.emit({ t, ev: "used", q: index, seq, len: written, data });
@@ -308,7 +275,7 @@ export class TraceRecorder implements DeviceTracer {
 }
 
 /**
- * A DeviceTracer that records a device's sessions one after the other, each
+ * A device observer that records its sessions one after the other, each
  * with its own TraceRecorder: a vhost-user daemon serves its front-ends in
  * turn with one device, and each connection makes a trace of its own. Give it
  * to the device as VirtioSoundOptions.recorder; begin() a recorder when a
@@ -316,16 +283,18 @@ export class TraceRecorder implements DeviceTracer {
  * replays against a fresh device), and end() it when the session ends.
  * Between sessions nothing is recorded.
  */
-export class SessionTracer implements DeviceTracer {
-  private info: TraceDeviceInfo | null = null;
+export class SessionTracer implements DeviceObserver {
+  private info: ObservedDevice | null = null;
   private current: TraceRecorder | null = null;
+  /** Per queue: the recorder current when it was set up. */
+  private readonly owners: (TraceRecorder | null)[] = [null, null, null, null];
 
   /** The recorder of the session under way, if any. */
   get recorder(): TraceRecorder | null {
     return this.current;
   }
 
-  attach(info: TraceDeviceInfo): void {
+  attach(info: ObservedDevice): void {
     this.info = info;
   }
 
@@ -344,62 +313,21 @@ export class SessionTracer implements DeviceTracer {
     return r;
   }
 
-  features(features: bigint, accepted: boolean): void {
-    this.current?.features(features, accepted);
+  event(e: DeviceEvent): void {
+    // A queue's chains go to the recorder of the session it was set up in (none
+    // if it was set up between sessions): a trace never has chains of a queue it
+    // does not know.
+    if (e.type === "queue") this.owners[e.index] = this.current;
+    this.current?.event(e);
   }
 
-  queue(index: number, queue: DeviceQueue, base: number | undefined): DeviceQueue {
-    return this.current === null ? queue : this.current.queue(index, queue, base);
+  taking(): void {}
+
+  taken(index: number, chain: Chain): void {
+    this.owners[index]?.taken(index, chain);
   }
 
-  stopQueue(index: number, base: number): void {
-    this.current?.stopQueue(index, base);
-  }
-
-  kick(index: number): void {
-    this.current?.kick(index);
-  }
-
-  interrupt(index: number): void {
-    this.current?.interrupt(index);
-  }
-
-  reset(): void {
-    this.current?.reset();
-  }
-
-  needsReset(error: Error): void {
-    this.current?.needsReset(error);
-  }
-
-  jack(jackId: number, connected: boolean): void {
-    this.current?.jack(jackId, connected);
-  }
-
-  control(op: ControlOp, controlId: number, value: unknown): void {
-    this.current?.control(op, controlId, value);
-  }
-}
-
-/** A queue that tells the recorder about every chain taken and returned. */
-class RecordingQueue extends DelegatingQueue {
-  constructor(
-    private readonly recorder: TraceRecorder,
-    private readonly index: number,
-    inner: DeviceQueue,
-  ) {
-    super(inner);
-  }
-
-  override pop(): Chain | null {
-    const chain = this.inner.pop();
-    if (chain !== null) this.recorder.taken(this.index, chain);
-    return chain;
-  }
-
-  override push(chain: Chain, written: number): void {
-    // Before the real push: the chain goes back to its pool there.
-    this.recorder.returned(this.index, chain, written);
-    this.inner.push(chain, written);
+  returning(index: number, chain: Chain, written: number): void {
+    this.owners[index]?.returning(index, chain, written);
   }
 }

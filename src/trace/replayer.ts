@@ -35,214 +35,52 @@
  * a clock and into an audio backend the caller gives, asynchronously, e.g. in
  * real time to a speaker.
  *
+ * The parts: replay-types.ts (options and results), trace-analysis.ts (the
+ * trace worked out beforehand), feeder.ts (the device's observer),
+ * buffer-pool.ts, recorded-input.ts (capture from the recording),
+ * completion-check.ts (the comparison), replay-report.ts (divergences in words).
+ *
  * No Node built-ins: this is core code.
  */
-import type { AudioBackend, InputSink, OutputSource, Voice } from "../audio/backend.js";
-import type { ByteBuffer } from "../audio/byte-buffer.js";
 import { type Clock, VirtualClock } from "../audio/clock.js";
 import { MemoryBackend } from "../audio/memory-backend.js";
-import { PacedVoice, periodFrames } from "../audio/paced-voice.js";
-import { type PcmParams, fillSilence, silencePattern } from "../audio/pcm-params.js";
 import type { ControlValueInput } from "../device/controls.js";
 import { VirtioSound } from "../device/virtio-sound.js";
 import { BumpAllocator } from "../driver/allocator.js";
 import type { Buf, DriverQueue } from "../driver/driver-queue.js";
 import { PackedDriverQueue } from "../driver/packed-driver.js";
 import { SplitDriverQueue } from "../driver/split-driver.js";
+import { VirtioSndError } from "../errors.js";
 import { FlatMemory } from "../memory/flat-memory.js";
 import {
   VIRTIO_F_EVENT_IDX,
   VIRTIO_F_INDIRECT_DESC,
   VIRTIO_F_RING_PACKED,
-  VIRTIO_SND_R_PCM_PREPARE,
-  VIRTIO_SND_R_PCM_RELEASE,
-  VIRTIO_SND_R_PCM_SET_PARAMS,
-  VIRTIO_SND_S_OK,
-  VIRTIO_SND_VQ_CONTROL,
-  VIRTIO_SND_VQ_EVENT,
   VIRTIO_SND_VQ_RX,
   VIRTIO_SND_VQ_TX,
 } from "../spec/constants.js";
-import type { CtlTlv } from "../spec/structs.js";
-import type { StreamEvent } from "../stream/pcm-stream.js";
-import type { Chain } from "../virtqueue/chain.js";
-import { DelegatingQueue } from "../virtqueue/delegating-queue.js";
-import type { DeviceQueue } from "../virtqueue/virtqueue.js";
-import { VirtioSndError } from "../errors.js";
-import { firstDifference, sha256Hex, toHex } from "./bytes.js";
-import {
-  type AvailEvent,
-  type Trace,
-  type TraceEvent,
-  TraceError,
-  type UsedEvent,
-  parseTrace,
-} from "./format.js";
-import type { DeviceTracer } from "./recorder.js";
+import { type CtlTlv, VIRTIO_SND_PCM_XFER_SIZE } from "../spec/structs.js";
+import { BufferPool } from "./buffer-pool.js";
+import { CompletionCheck } from "./completion-check.js";
+import { sha256Hex } from "./bytes.js";
+import { Feeder } from "./feeder.js";
+import { type Trace, type TraceEvent, TraceError, parseTrace } from "./format.js";
+import { ReplayBackend } from "./recorded-input.js";
+import { describeDivergence } from "./replay-report.js";
+import type {
+  Divergence,
+  PlayedSession,
+  ReplayCompletion,
+  ReplayEnv,
+  ReplayOptions,
+  ReplayResult,
+  ReplayStats,
+  ReplayWait,
+} from "./replay-types.js";
+import { Analysis, type ChainInfo, INPUT_EVENTS } from "./trace-analysis.js";
 
-export interface ReplayOptions {
-  /**
-   * What input stream `streamId` captures, as MemoryBackendOptions.input (the
-   * bytes from START on, then silence). Default: the bytes the recorded guest
-   * received in the same capture session.
-   */
-  readonly input?: (streamId: number, params: PcmParams) => Uint8Array;
-  /**
-   * For traces with TX audio stored as hashes: all the audio the guest sent on
-   * stream `streamId`, in order. Each hashed descriptor is filled from it and
-   * checked against its hash. Without it, hashed descriptors get a
-   * deterministic pattern.
-   */
-  readonly txAudio?: (streamId: number) => Uint8Array;
-  /** Also compare latency_bytes in tx/rx statuses (default false: it depends on timing). */
-  readonly compareLatency?: boolean;
-  /**
-   * Virtual time (ns) the replay may run past the last event for the device to
-   * complete what the recording completed (default 1 s).
-   */
-  readonly graceNs?: number;
-  /** Replay guest memory in bytes (default 64 MiB): rings and every chain in flight. */
-  readonly memorySize?: number;
-  /**
-   * Frames the replay's voices play or capture per tick (default: one period,
-   * as the memory, null and paced capture backends do). Messages cut short by
-   * STOP and RELEASE compare exactly only when this matches the recording's backend.
-   */
-  readonly chunkFrames?: number;
-  /**
-   * The longest trace replayed, in trace time (default 24 hours): a later
-   * event is refused, as a running voice ticks through all the time in between.
-   */
-  readonly maxTimeNs?: number;
-}
-
-export type DivergenceReason =
-  /** The used length differs. */
-  | "length"
-  /** The bytes written differ. */
-  | "bytes"
-  /** Another message completed first. */
-  | "order"
-  /** The device completed a message the recording never completed. */
-  | "unexpected"
-  /** The recording completed a message the replay did not (by the end, plus graceNs). */
-  | "missing"
-  /** The backend played other bytes than the messages held. */
-  | "played"
-  /** Hashed TX audio supplied by `txAudio` does not match its hash. */
-  | "tx-audio"
-  /** The device accepted or refused features differently, or offers other features. */
-  | "features"
-  /** One device needed a reset and the other did not. */
-  | "needs-reset"
-  /** The device broke the ring protocol (a used id not in flight). */
-  | "ring";
-
-export interface Divergence {
-  readonly reason: DivergenceReason;
-  /** The queue (0 control, 1 event, 2 tx, 3 rx), or -1. */
-  readonly queue: number;
-  /** The message (the chain's "seq") the divergence is about, or -1. */
-  readonly message: number;
-  /** tx/rx: the stream the message is for. */
-  readonly stream?: number;
-  /** "order": the message the replay completed instead. */
-  readonly actualMessage?: number;
-  /** "unexpected": the message the recording completed next. */
-  readonly expectedMessage?: number;
-  /** Lowercase hex of what the recording has and what the replay produced ("" when there are no bytes). */
-  readonly expected: string;
-  readonly actual: string;
-  /** Which bytes were compared: a control response, an event, rx data, a tx/rx status, played audio. */
-  readonly part?: "response" | "event" | "data" | "status" | "played" | "hash";
-  /** The first byte that differs, within `part`. */
-  readonly offset?: number;
-  /**
-   * Trace time (ns) and line of the recorded event the divergence is about
-   * (for "unexpected": the replay's time, and the line where the chain was taken).
-   */
-  readonly t: number;
-  readonly line: number;
-  /** What went wrong, in words. */
-  readonly detail: string;
-}
-
-export interface ReplayStats {
-  /** Events in the trace. */
-  readonly events: number;
-  /** Chains made available to the device. */
-  chains: number;
-  /** Completions the device made. */
-  completions: number;
-  /** Completions past the end of the trace that the recording did not have (not divergences). */
-  extraCompletions: number;
-  /** Bytes played per output stream and captured per input stream. */
-  readonly played: Record<number, number>;
-  readonly captured: Record<number, number>;
-  /** Virtual time at the end of the replay (ns). */
-  endTime: number;
-}
-
-export type ReplayResult =
-  | { readonly ok: true; readonly stats: ReplayStats }
-  | {
-      readonly ok: false;
-      readonly divergence: Divergence;
-      readonly message: string;
-      readonly stats: ReplayStats;
-    };
-
-/** A message the replayed device completed (see LiveReplay's onCompletion). */
-export interface ReplayCompletion {
-  /** Trace time (ns) at which the replayed device completed it. */
-  readonly t: number;
-  /** The queue: 0 control, 1 event, 2 tx, 3 rx. */
-  readonly queue: number;
-  /** The chain's "seq" in the trace. */
-  readonly message: number;
-  /** tx/rx: the stream the xfer header names. */
-  readonly stream?: number;
-  /** The used length. */
-  readonly len: number;
-  /** The chain's readable bytes as recorded, up to the first descriptor recorded as a hash. */
-  readonly request: Uint8Array;
-  /** How many readable bytes the chain has (tx: the xfer header and the audio, hashed or not). */
-  readonly readableBytes: number;
-  /** The bytes the device wrote: the writable part's first min(len, writable) bytes. */
-  readonly response: Uint8Array;
-}
-
-/** What one output voice of a replay was given, in order (a MemoryPlayback is one). */
-export interface PlayedSession {
-  readonly streamId: number;
-  readonly data: ByteBuffer;
-}
-
-/**
- * How a replay runs, for LiveReplay (src/trace/live-replay.ts): its clock,
- * where output streams play, and what it reports. replayTrace runs on a
- * VirtualClock of its own into a MemoryBackend.
- * @internal
- */
-export interface ReplayEnv {
-  readonly clock: Clock;
-  /** Where output streams play, and the bytes each of its voices took (checked against the trace). */
-  readonly output?: { readonly backend: AudioBackend; readonly sessions: readonly PlayedSession[] };
-  /** Every trace event, when the replay reaches its time (input events once applied). */
-  readonly onEvent?: (event: TraceEvent, index: number) => void;
-  readonly onCompletion?: (completion: ReplayCompletion) => void;
-  readonly onStreamEvent?: (event: StreamEvent) => void;
-}
-
-/**
- * What a replay waits for next: trace time `t`; with `until`, time up to `t`
- * while `until()` is false (settling the replay as time passes).
- * @internal
- */
-export interface ReplayWait {
-  readonly t: number;
-  readonly until?: () => boolean;
-}
+const MEMORY_BASE = 0x10_0000;
+const RING_AREA = 4 * 1024 * 1024;
 
 /**
  * Replays a trace (its text, its lines, or a parsed Trace) and compares the
@@ -259,177 +97,6 @@ export function replayTrace(
   return new Replay(trace as Trace, options).run();
 }
 
-// ---------------------------------------------------------------------------------------
-// What the trace says, worked out before the replay
-// ---------------------------------------------------------------------------------------
-
-const QUEUE_NAMES = ["control", "event", "tx", "rx"];
-const XFER_SIZE = 4;
-const STATUS_SIZE = 8;
-const MEMORY_BASE = 0x10_0000;
-const RING_AREA = 4 * 1024 * 1024;
-
-interface ChainInfo {
-  readonly index: number;
-  readonly ev: AvailEvent;
-  /** tx/rx: the stream the xfer header names; -1 when unknown. */
-  readonly stream: number;
-}
-
-interface ExpectedUse {
-  readonly index: number;
-  readonly ev: UsedEvent;
-  readonly chain: ChainInfo;
-  /** tx: completed by a RELEASE or SET_PARAMS of its stream (it may have been played only in part). */
-  readonly cut: boolean;
-}
-
-const INPUT_EVENTS = new Set<TraceEvent["ev"]>([
-  "features",
-  "queue",
-  "stop",
-  "kick",
-  "reset",
-  "jack",
-  "control",
-]);
-
-function u32le(b: Uint8Array, off: number): number {
-  return ((b[off]! | (b[off + 1]! << 8) | (b[off + 2]! << 16)) >>> 0) + b[off + 3]! * 0x100_0000;
-}
-
-/** The first `n` readable bytes of a chain, when they are recorded in full. */
-function readablePrefix(ev: AvailEvent, n: number): Uint8Array | null {
-  const out = new Uint8Array(n);
-  let got = 0;
-  for (const seg of ev.r) {
-    if (got >= n) break;
-    if (!("data" in seg)) return null;
-    const k = Math.min(n - got, seg.len);
-    out.set(seg.data.subarray(0, k), got);
-    got += k;
-  }
-  return got >= n ? out : null;
-}
-
-function bucketOf(q: number, stream: number): string {
-  return q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? `${q}:${stream}` : `${q}`;
-}
-
-class Analysis {
-  readonly avail: ChainInfo[][] = [[], [], [], []];
-  readonly expected = new Map<string, ExpectedUse[]>();
-  /** Per bucket: message seq → its position in `expected`. */
-  readonly position = new Map<string, Map<number, number>>();
-  /** Per input stream: the rx data of each capture session. */
-  readonly rxSessions = new Map<number, Uint8Array[][]>();
-  /** For each event: the index of the next input event after it. */
-  readonly nextInput: Int32Array;
-  /** For each event: whether a needs-reset event comes at or after it before the next reset. */
-  readonly breakAhead: Uint8Array;
-
-  constructor(readonly trace: Trace) {
-    const events = trace.events;
-    const bySeq = [0, 1, 2, 3].map(() => new Map<number, ChainInfo>());
-    let control: { seq: number; code: number; stream: number } | null = null;
-    const voiceOpen = new Map<number, boolean>();
-    const session = new Map<number, number>();
-
-    events.forEach((e, index) => {
-      if (e.ev === "avail") {
-        let stream = -1;
-        if (e.q === VIRTIO_SND_VQ_TX || e.q === VIRTIO_SND_VQ_RX) {
-          const hdr = readablePrefix(e, XFER_SIZE);
-          if (hdr !== null) stream = u32le(hdr, 0);
-        }
-        const info: ChainInfo = { index, ev: e, stream };
-        this.avail[e.q]!.push(info);
-        bySeq[e.q]!.set(e.seq, info);
-        if (e.q === VIRTIO_SND_VQ_CONTROL) {
-          const req = readablePrefix(e, 8);
-          control = req === null ? null : { seq: e.seq, code: u32le(req, 0), stream: u32le(req, 4) };
-        }
-      } else if (e.ev === "used") {
-        const chain = bySeq[e.q]!.get(e.seq);
-        if (chain === undefined) {
-          throw new TraceError(trace.lines[index] ?? 0, `chain ${e.seq} of queue ${e.q} was never taken`);
-        }
-        const bucket = bucketOf(e.q, chain.stream);
-        const cut =
-          e.q === VIRTIO_SND_VQ_TX &&
-          control !== null &&
-          control.stream === chain.stream &&
-          (control.code === VIRTIO_SND_R_PCM_RELEASE || control.code === VIRTIO_SND_R_PCM_SET_PARAMS);
-        let list = this.expected.get(bucket);
-        if (list === undefined) this.expected.set(bucket, (list = []));
-        let pos = this.position.get(bucket);
-        if (pos === undefined) this.position.set(bucket, (pos = new Map()));
-        pos.set(e.seq, list.length);
-        list.push({ index, ev: e, chain, cut });
-        if (e.q === VIRTIO_SND_VQ_RX && chain.stream >= 0) {
-          const s = chain.stream;
-          let sessions = this.rxSessions.get(s);
-          if (sessions === undefined) this.rxSessions.set(s, (sessions = []));
-          const k = Math.max(0, session.get(s) ?? 0);
-          while (sessions.length <= k) sessions.push([]);
-          sessions[k]!.push(e.data.subarray(0, Math.max(0, e.data.length - STATUS_SIZE)));
-        }
-        if (e.q === VIRTIO_SND_VQ_CONTROL && control !== null && control.seq === e.seq) {
-          // Voices open at a PREPARE after SET_PARAMS or RELEASE and close at those: capture sessions.
-          const ok = e.len >= 4 && e.data.length >= 4 && u32le(e.data, 0) === VIRTIO_SND_S_OK;
-          const s = control.stream;
-          if (
-            ok &&
-            (control.code === VIRTIO_SND_R_PCM_SET_PARAMS || control.code === VIRTIO_SND_R_PCM_RELEASE)
-          ) {
-            voiceOpen.set(s, false);
-          } else if (ok && control.code === VIRTIO_SND_R_PCM_PREPARE && voiceOpen.get(s) !== true) {
-            voiceOpen.set(s, true);
-            session.set(s, (session.get(s) ?? -1) + 1);
-          }
-          control = null;
-        }
-      } else if (e.ev === "reset") {
-        control = null;
-        voiceOpen.clear();
-      }
-    });
-
-    this.nextInput = new Int32Array(events.length + 1);
-    this.breakAhead = new Uint8Array(events.length + 1);
-    let next = events.length;
-    let breaks = 0;
-    for (let i = events.length - 1; i >= 0; i--) {
-      this.nextInput[i] = next;
-      const ev = events[i]!.ev;
-      if (INPUT_EVENTS.has(ev)) next = i;
-      if (ev === "needs-reset") breaks = 1;
-      else if (ev === "reset") breaks = 0;
-      this.breakAhead[i] = breaks;
-    }
-    this.nextInput[events.length] = events.length;
-    this.firstInput = next;
-  }
-
-  /** The index of the first input event. */
-  readonly firstInput: number;
-
-  rxSession(stream: number, k: number): Uint8Array {
-    const parts = this.rxSessions.get(stream)?.[k] ?? [];
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// The replay
-// ---------------------------------------------------------------------------------------
-
 interface InFlight {
   readonly chain: ChainInfo;
   /** Every buffer, for freeing. */
@@ -438,37 +105,6 @@ interface InFlight {
   readonly writableBytes: number;
   /** tx: the audio bytes the chain holds (after the xfer header). */
   readonly audio: Uint8Array | null;
-}
-
-interface PlayCheck {
-  readonly stream: number;
-  readonly audio: Uint8Array;
-  /** Played entirely (completed OK, not by a RELEASE). */
-  readonly whole: boolean;
-  /** Bytes the stream had played when the device returned the message. */
-  readonly playedAtReturn: number;
-  readonly use: ExpectedUse;
-}
-
-/** Buffers for chains, reused by size. */
-class BufferPool {
-  private readonly free = new Map<number, number[]>();
-
-  constructor(private readonly bump: BumpAllocator) {}
-
-  alloc(len: number): number {
-    const size = Math.max(64, Math.ceil(len / 64) * 64);
-    const list = this.free.get(size);
-    if (list !== undefined && list.length > 0) return list.pop()!;
-    return this.bump.alloc(size, 64);
-  }
-
-  release(addr: number, len: number): void {
-    const size = Math.max(64, Math.ceil(len / 64) * 64);
-    let list = this.free.get(size);
-    if (list === undefined) this.free.set(size, (list = []));
-    list.push(addr);
-  }
 }
 
 /**
@@ -490,6 +126,7 @@ export class Replay {
   /** Every output voice's bytes, in the order the voices were opened. */
   readonly played: readonly PlayedSession[];
   private readonly backend: ReplayBackend;
+  private readonly check: CompletionCheck;
   device!: VirtioSound;
 
   private readonly driver: (DriverQueue | null)[] = [null, null, null, null];
@@ -497,11 +134,8 @@ export class Replay {
   private readonly stoppedBase = [0, 0, 0, 0];
   private readonly inFlight = [0, 1, 2, 3].map(() => new Map<number, InFlight>());
   private readonly availPtr = [0, 0, 0, 0];
-  private readonly matched = new Map<string, number>();
-  private readonly plays: PlayCheck[] = [];
   /** Per TX return not yet reaped, in used-ring order: bytes each output stream had played then. */
   private readonly txReturns: Record<number, number>[] = [];
-  private readonly playPos = new Map<number, number>();
   private readonly txCursor = new Map<number, number>();
   private readonly txSource = new Map<number, Uint8Array>();
   private features = 0n;
@@ -552,6 +186,15 @@ export class Replay {
       captured: {},
       endTime: 0,
     };
+    this.check = new CompletionCheck(this.a, options.compareLatency === true, {
+      played: this.played,
+      lineOf: (index) => this.lineOf(index),
+      traceNow: () => this.traceNow(),
+      diverge: (d) => this.diverge(d),
+      done: () => this.done,
+      afterEnd: () => this.afterEnd,
+      extraCompletion: () => this.stats.extraCompletions++,
+    });
   }
 
   private get done(): boolean {
@@ -650,7 +293,7 @@ export class Replay {
     this.frontier = this.events.length;
     yield {
       t: this.traceNow() + (this.options.graceNs ?? 1_000_000_000),
-      until: () => this.done || this.allMatched(),
+      until: () => this.done || this.check.allMatched(),
     };
     this.finish();
   }
@@ -884,8 +527,8 @@ export class Replay {
         const b = { addr, len: seg.len };
         bufs.push(b);
         out.push(b);
-        if (isTx && offset + seg.len > XFER_SIZE)
-          audioParts.push(bytes.subarray(Math.max(0, XFER_SIZE - offset)));
+        if (isTx && offset + seg.len > VIRTIO_SND_PCM_XFER_SIZE)
+          audioParts.push(bytes.subarray(Math.max(0, VIRTIO_SND_PCM_XFER_SIZE - offset)));
         offset += seg.len;
       });
       for (const len of ev.w) {
@@ -954,7 +597,7 @@ export class Replay {
   }
 
   private advanceTxCursor(stream: number, len: number, offset: number): void {
-    const audio = Math.max(0, offset + len - Math.max(offset, XFER_SIZE));
+    const audio = Math.max(0, offset + len - Math.max(offset, VIRTIO_SND_PCM_XFER_SIZE));
     if (audio > 0) this.txCursor.set(stream, (this.txCursor.get(stream) ?? 0) + audio);
   }
 
@@ -1006,7 +649,7 @@ export class Replay {
       this.freeBuffers(f);
       this.stats.completions++;
       if (this.env.onCompletion !== undefined) this.report(q, f, u.len, written);
-      if (!this.done) this.completed(q, f, u.len, written, returned);
+      if (!this.done) this.check.completed(q, f.chain, f.audio, u.len, written, returned);
     }
   }
 
@@ -1037,185 +680,12 @@ export class Replay {
     this.guard(() => this.env.onCompletion!(completion));
   }
 
-  private completed(
-    q: number,
-    f: InFlight,
-    len: number,
-    written: Uint8Array,
-    returned: Record<number, number> | undefined,
-  ): void {
-    const info = f.chain;
-    const seq = info.ev.seq;
-    const bucket = bucketOf(q, info.stream);
-    const list = this.a.expected.get(bucket) ?? [];
-    const pos = this.matched.get(bucket) ?? 0;
-    const exp = list[pos];
-    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
-    const stream = io ? { stream: info.stream } : {};
-    const actual = toHex(written.subarray(0, Math.min(len, written.length)));
-    if (exp === undefined || exp.ev.seq !== seq) {
-      const later = this.a.position.get(bucket)?.get(seq);
-      if (exp === undefined && later === undefined && this.afterEnd) {
-        this.stats.extraCompletions++;
-        return;
-      }
-      if (exp !== undefined && later !== undefined && later > pos) {
-        this.diverge({
-          reason: "order",
-          queue: q,
-          message: exp.ev.seq,
-          ...stream,
-          actualMessage: seq,
-          expected: toHex(exp.ev.data),
-          actual,
-          t: exp.ev.t,
-          line: this.lineOf(exp.index),
-          detail: `the recording completed message ${exp.ev.seq} next; the device completed message ${seq} first`,
-        });
-        return;
-      }
-      this.diverge({
-        reason: "unexpected",
-        queue: q,
-        message: seq,
-        ...stream,
-        ...(exp !== undefined ? { expectedMessage: exp.ev.seq } : {}),
-        expected: "",
-        actual,
-        t: this.traceNow(),
-        line: this.lineOf(info.index),
-        detail:
-          `the device completed message ${seq} (used length ${len}), which the recording never completed` +
-          (exp !== undefined ? `; it completed message ${exp.ev.seq} next` : ""),
-      });
-      return;
-    }
-    this.matched.set(bucket, pos + 1);
-    if (this.compare(q, exp, len, written)) return;
-    if (q === VIRTIO_SND_VQ_TX && f.audio !== null && info.stream >= 0) {
-      const status = written.length >= STATUS_SIZE ? u32le(written, written.length - STATUS_SIZE) : -1;
-      this.plays.push({
-        stream: info.stream,
-        audio: f.audio,
-        whole: !exp.cut && status === VIRTIO_SND_S_OK && len >= STATUS_SIZE,
-        playedAtReturn: returned?.[info.stream] ?? 0,
-        use: exp,
-      });
-    }
-  }
-
-  /** Compares one completion with its recording; reports and returns true when they differ. */
-  private compare(q: number, exp: ExpectedUse, len: number, written: Uint8Array): boolean {
-    const e = exp.ev;
-    const w = written.length;
-    const base = {
-      queue: q,
-      message: e.seq,
-      ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: exp.chain.stream } : {}),
-      t: e.t,
-      line: this.lineOf(exp.index),
-    };
-    const prefix = written.subarray(0, Math.min(len, w));
-    if (len !== e.len) {
-      this.diverge({
-        ...base,
-        reason: "length",
-        expected: toHex(e.data),
-        actual: toHex(prefix),
-        detail: `the used length is ${len}; the recording has ${e.len}`,
-      });
-      return true;
-    }
-    const io = q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX;
-    if (!io || w < STATUS_SIZE || len < STATUS_SIZE) {
-      const part = q === VIRTIO_SND_VQ_CONTROL ? "response" : q === VIRTIO_SND_VQ_EVENT ? "event" : "data";
-      return this.compareBytes(base, part, e.data, prefix);
-    }
-    const dataLen = Math.min(len, w) - STATUS_SIZE;
-    if (this.compareBytes(base, "data", e.data.subarray(0, dataLen), written.subarray(0, dataLen)))
-      return true;
-    const expStatus = e.status ?? e.data.subarray(w - STATUS_SIZE, w);
-    const actStatus = written.subarray(w - STATUS_SIZE, w);
-    const n = this.options.compareLatency ? STATUS_SIZE : 4;
-    const at = firstDifference(expStatus.subarray(0, n), actStatus.subarray(0, n));
-    if (at < 0) return false;
-    this.diverge({
-      ...base,
-      reason: "bytes",
-      part: "status",
-      offset: at,
-      expected: toHex(expStatus),
-      actual: toHex(actStatus),
-      detail:
-        at < 4
-          ? `the status is 0x${u32le(actStatus, 0).toString(16)}; the recording has 0x${u32le(expStatus, 0).toString(16)}`
-          : `latency_bytes is ${u32le(actStatus, 4)}; the recording has ${u32le(expStatus, 4)}`,
-    });
-    return true;
-  }
-
-  private compareBytes(
-    base: { queue: number; message: number; stream?: number; t: number; line: number },
-    part: "response" | "event" | "data",
-    expected: Uint8Array,
-    actual: Uint8Array,
-  ): boolean {
-    const at = firstDifference(expected, actual);
-    if (at < 0) return false;
-    this.diverge({
-      ...base,
-      reason: "bytes",
-      part,
-      offset: at,
-      expected: toHex(expected),
-      actual: toHex(actual),
-      detail: `byte ${at} of the ${part === "data" ? "rx data" : part} differs: expected ${hexAround(expected, at)}, got ${hexAround(actual, at)}`,
-    });
-    return true;
-  }
-
-  // ---- played audio ------------------------------------------------------------------
-
-  private checkPlayed(): void {
-    while (this.plays.length > 0 && !this.done) {
-      const c = this.plays.shift()!;
-      const sessions = this.played.filter((p) => p.streamId === c.stream);
-      const pos = this.playPos.get(c.stream) ?? 0;
-      const n = c.audio.length;
-      // Cut short (RELEASE, SET_PARAMS, a stopped queue, an error): played up to where the device returned it.
-      const take = c.whole ? n : Math.max(0, Math.min(n, c.playedAtReturn - pos));
-      const played = slicePlayed(sessions, pos, pos + take);
-      const at = firstDifference(c.audio.subarray(0, take), played);
-      if (at >= 0) {
-        const e = c.use.ev;
-        this.diverge({
-          reason: "played",
-          queue: VIRTIO_SND_VQ_TX,
-          message: e.seq,
-          stream: c.stream,
-          part: "played",
-          offset: at,
-          expected: toHex(c.audio.subarray(0, take)),
-          actual: toHex(played),
-          t: e.t,
-          line: this.lineOf(c.use.index),
-          detail:
-            played.length < take
-              ? `the device completed the message but the backend played only ${played.length} of its ${take} bytes`
-              : `byte ${at} of the message was played as ${hexAround(played, at)}; the message holds ${hexAround(c.audio, at)}`,
-        });
-        return;
-      }
-      this.playPos.set(c.stream, pos + take);
-    }
-  }
-
   // ---- the end ------------------------------------------------------------------------
 
   /** Takes what the device returned and checks what was played (also as a live replay's time passes). */
   settle(): void {
     for (let q = 0; q < 4; q++) this.reap(q);
-    this.checkPlayed();
+    this.check.checkPlayed();
     if (this.broken !== null && !this.brokenMatched && !this.done) {
       if (this.afterEnd || this.a.breakAhead[Math.max(0, this.current)] !== 1) {
         this.diverge({
@@ -1235,31 +705,7 @@ export class Replay {
   private finish(): void {
     this.settle();
     if (this.done) return;
-    let first: ExpectedUse | null = null;
-    for (const [bucket, list] of this.a.expected) {
-      const e = list[this.matched.get(bucket) ?? 0];
-      if (e !== undefined && (first === null || e.index < first.index)) first = e;
-    }
-    if (first !== null) {
-      const q = first.ev.q;
-      this.diverge({
-        reason: "missing",
-        queue: q,
-        message: first.ev.seq,
-        ...(q === VIRTIO_SND_VQ_TX || q === VIRTIO_SND_VQ_RX ? { stream: first.chain.stream } : {}),
-        expected: toHex(first.ev.data),
-        actual: "",
-        t: first.ev.t,
-        line: this.lineOf(first.index),
-        detail: `the recording completed this message (used length ${first.ev.len}); the replayed device never did`,
-      });
-    }
-  }
-
-  private allMatched(): boolean {
-    for (const [bucket, list] of this.a.expected)
-      if ((this.matched.get(bucket) ?? 0) < list.length) return false;
-    return true;
+    this.check.reportMissing();
   }
 
   private diverge(d: Divergence): void {
@@ -1276,142 +722,6 @@ export class Replay {
   }
 }
 
-/** The tracer the replayed device gets: it wraps each queue to feed recorded chains. */
-class Feeder implements DeviceTracer {
-  constructor(private readonly replay: Replay) {}
-
-  queue(index: number, queue: DeviceQueue): DeviceQueue {
-    return new FeedingQueue(this.replay, index, queue);
-  }
-
-  attach(): void {}
-  features(): void {}
-  stopQueue(): void {}
-  kick(): void {}
-  interrupt(): void {}
-  reset(): void {}
-  needsReset(): void {}
-  jack(): void {}
-  control(): void {}
-}
-
-/** A queue that lets the replay make the recorded chains available before each pop and note each return. */
-class FeedingQueue extends DelegatingQueue {
-  constructor(
-    private readonly replay: Replay,
-    private readonly index: number,
-    inner: DeviceQueue,
-  ) {
-    super(inner);
-  }
-
-  override pop(): Chain | null {
-    this.replay.beforePop(this.index);
-    return this.inner.pop();
-  }
-
-  override push(chain: Chain, written: number): void {
-    this.replay.beforeReturn(this.index);
-    this.inner.push(chain, written);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Capture from the recording
-// ---------------------------------------------------------------------------------------
-
-/**
- * Outputs play into the replay's output backend (a MemoryBackend unless a live
- * replay gives another); inputs capture what the recording received (or, with
- * `input`, from the MemoryBackend).
- */
-class ReplayBackend implements AudioBackend {
-  readonly name = "replay";
-  /** Bytes taken per input stream by recorded-input voices. */
-  readonly captured = new Map<number, number>();
-  private readonly sessions = new Map<number, number>();
-
-  constructor(
-    private readonly clock: Clock,
-    private readonly output: AudioBackend,
-    private readonly memory: MemoryBackend,
-    private readonly recording: Analysis | null,
-    private readonly chunkFrames: number | undefined,
-  ) {}
-
-  openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
-    return this.output.openOutput(streamId, params, source);
-  }
-
-  openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
-    if (this.recording === null) return this.memory.openInput(streamId, params, sink);
-    const k = this.sessions.get(streamId) ?? 0;
-    this.sessions.set(streamId, k + 1);
-    return new RecordedInputVoice(
-      this.clock,
-      params,
-      this.chunkFrames ?? periodFrames(params),
-      sink,
-      this.recording.rxSession(streamId, k),
-      (n) => this.captured.set(streamId, (this.captured.get(streamId) ?? 0) + n),
-    );
-  }
-}
-
-/**
- * Offers the recorded bytes a period at a time, then silence; bytes count as
- * captured only when the stream took them, so a replay overrun shifts nothing.
- */
-class RecordedInputVoice extends PacedVoice {
-  private readonly chunk: Uint8Array;
-  private readonly silence: Uint8Array;
-  private position = 0;
-
-  constructor(
-    clock: Clock,
-    params: PcmParams,
-    chunkFrames: number,
-    private readonly sink: InputSink,
-    private readonly data: Uint8Array,
-    private readonly taken: (n: number) => void,
-  ) {
-    super(clock, params, chunkFrames);
-    this.chunk = new Uint8Array(this.chunkBytes);
-    this.silence = silencePattern(params.format);
-  }
-
-  protected onChunk(): void {
-    const n = this.chunkBytes;
-    const fromData = Math.max(0, Math.min(n, this.data.length - this.position));
-    if (fromData > 0) this.chunk.set(this.data.subarray(this.position, this.position + fromData), 0);
-    if (fromData < n) fillSilence(this.chunk, fromData, n - fromData, this.silence, this.position + fromData);
-    const took = this.sink.write(this.chunk, 0, n);
-    this.position += Math.min(took, fromData);
-    this.taken(took);
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------
-
-function slicePlayed(sessions: readonly PlayedSession[], from: number, to: number): Uint8Array {
-  const out = new Uint8Array(Math.max(0, to - from));
-  let start = 0;
-  let got = 0;
-  for (const s of sessions) {
-    const end = start + s.data.length;
-    const a = Math.max(from, start);
-    const b = Math.min(to, end);
-    if (b > a) {
-      out.set(s.data.bytes().subarray(a - start, b - start), a - from);
-      got = Math.max(got, b - from);
-    }
-    start = end;
-  }
-  return out.subarray(0, got);
-}
-
 /** A deterministic stand-in for hashed audio: distinct per message and descriptor. */
 function pattern(seq: number, k: number, len: number): Uint8Array {
   const out = new Uint8Array(len);
@@ -1423,33 +733,4 @@ function pattern(seq: number, k: number, len: number): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
-}
-
-/** A few bytes of hex around `at`, for messages. */
-function hexAround(bytes: Uint8Array, at: number): string {
-  if (at >= bytes.length) return "(nothing)";
-  const from = Math.max(0, at - 4);
-  const to = Math.min(bytes.length, at + 5);
-  const s =
-    toHex(bytes.subarray(from, at)) +
-    "[" +
-    toHex(bytes.subarray(at, at + 1)) +
-    "]" +
-    toHex(bytes.subarray(at + 1, to));
-  return (from > 0 ? "…" : "") + s + (to < bytes.length ? "…" : "");
-}
-
-function fmtTime(ns: number): string {
-  return `${(ns / 1e6).toFixed(3)} ms`;
-}
-
-/** One line for a divergence: where, then what. */
-export function describeDivergence(d: Divergence): string {
-  const where: string[] = [];
-  if (d.queue >= 0) where.push(`${QUEUE_NAMES[d.queue] ?? `queue ${d.queue}`} queue`);
-  if (d.stream !== undefined) where.push(`stream ${d.stream}`);
-  if (d.message >= 0) where.push(`message ${d.message}`);
-  where.push(`trace line ${d.line}`);
-  where.push(`t=${fmtTime(d.t)}`);
-  return `replay diverged (${d.reason}) at ${where.join(", ")}: ${d.detail}`;
 }

@@ -15,7 +15,8 @@ import type { StreamEvent } from "../../src/stream/pcm-stream.js";
 import { encodeTrace, parseTrace } from "../../src/trace/format.js";
 import { LiveReplay, traceTxAudio } from "../../src/trace/live-replay.js";
 import { MemoryTraceSink, TraceRecorder } from "../../src/trace/recorder.js";
-import { type ReplayCompletion, replayTrace } from "../../src/trace/replayer.js";
+import type { ReplayCompletion } from "../../src/trace/replay-types.js";
+import { replayTrace } from "../../src/trace/replayer.js";
 import { PERIOD, recordSession, signal } from "./session.js";
 
 const s = recordSession();

@@ -12,7 +12,8 @@ import {
 import { fromHex, toHex } from "../../src/trace/bytes.js";
 import { type AvailEvent, type UsedEvent, parseTrace } from "../../src/trace/format.js";
 import { MemoryTraceSink, TraceRecorder } from "../../src/trace/recorder.js";
-import { type ReplayResult, replayTrace } from "../../src/trace/replayer.js";
+import type { ReplayResult } from "../../src/trace/replay-types.js";
+import { replayTrace } from "../../src/trace/replayer.js";
 import { MS, PERIOD, recordSession, signal } from "./session.js";
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
