@@ -17,6 +17,8 @@
  * No Node built-ins here.
  */
 
+import { type Refusal, type Result, ok, refuse } from "./result.js";
+
 // ---- header ---------------------------------------------------------------------
 
 export const VHOST_USER_HDR_SIZE = 12;
@@ -189,18 +191,12 @@ export function alwaysReplies(request: number): boolean {
 
 // ---- results ---------------------------------------------------------------------
 
-export type Decoded<T> =
-  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
-
-const ok = <T>(value: T): Decoded<T> => ({ ok: true, value });
-const bad = <T>(reason: string): Decoded<T> => ({ ok: false, reason });
-
 function view(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function sizeIs<T>(payload: Uint8Array, size: number, what: string): Decoded<T> | null {
-  return payload.length === size ? null : bad(`${what} payload is ${payload.length} bytes, not ${size}`);
+function sizeIs(payload: Uint8Array, size: number, what: string): Refusal | null {
+  return payload.length === size ? null : refuse(`${what} payload is ${payload.length} bytes, not ${size}`);
 }
 
 /** A u64 as a number, or null when it is above Number.MAX_SAFE_INTEGER. */
@@ -262,7 +258,7 @@ export function encodeU64(value: bigint): Uint8Array {
   return out;
 }
 
-export function decodeU64(payload: Uint8Array, what = "u64"): Decoded<bigint> {
+export function decodeU64(payload: Uint8Array, what = "u64"): Result<bigint> {
   return sizeIs(payload, 8, what) ?? ok(view(payload).getBigUint64(0, true));
 }
 
@@ -284,8 +280,8 @@ export function encodeVringState(s: VringState): Uint8Array {
   return out;
 }
 
-export function decodeVringState(payload: Uint8Array, what = "vring state"): Decoded<VringState> {
-  const wrong = sizeIs<VringState>(payload, 8, what);
+export function decodeVringState(payload: Uint8Array, what = "vring state"): Result<VringState> {
+  const wrong = sizeIs(payload, 8, what);
   if (wrong !== null) return wrong;
   const dv = view(payload);
   return ok({ index: dv.getUint32(0, true), num: dv.getUint32(4, true) });
@@ -323,8 +319,8 @@ export function encodeVringAddr(a: VringAddr): Uint8Array {
   return out;
 }
 
-export function decodeVringAddr(payload: Uint8Array): Decoded<VringAddr> {
-  const wrong = sizeIs<VringAddr>(payload, VHOST_VRING_ADDR_SIZE, "vring address");
+export function decodeVringAddr(payload: Uint8Array): Result<VringAddr> {
+  const wrong = sizeIs(payload, VHOST_VRING_ADDR_SIZE, "vring address");
   if (wrong !== null) return wrong;
   const dv = view(payload);
   return ok({
@@ -354,10 +350,10 @@ export function encodeVringFile(f: VringFile): Uint8Array {
   return encodeU64(BigInt((f.index & VHOST_USER_VRING_IDX_MASK) | (f.noFd ? VHOST_USER_VRING_NOFD_MASK : 0)));
 }
 
-export function decodeVringFile(payload: Uint8Array): Decoded<VringFile> {
+export function decodeVringFile(payload: Uint8Array): Result<VringFile> {
   const u = decodeU64(payload, "vring file");
   if (!u.ok) return u;
-  if (u.value >> 9n !== 0n) return bad(`vring file value 0x${u.value.toString(16)} has bits above 8 set`);
+  if (u.value >> 9n !== 0n) return refuse(`vring file value 0x${u.value.toString(16)} has bits above 8 set`);
   const v = Number(u.value);
   return ok({ index: v & VHOST_USER_VRING_IDX_MASK, noFd: (v & VHOST_USER_VRING_NOFD_MASK) !== 0 });
 }
@@ -405,15 +401,15 @@ export function encodeMemTable(regions: readonly MemoryRegionDesc[]): Uint8Array
   return out;
 }
 
-export function decodeMemTable(payload: Uint8Array): Decoded<MemoryRegionDesc[]> {
-  if (payload.length < 8) return bad(`memory table payload is ${payload.length} bytes, less than 8`);
+export function decodeMemTable(payload: Uint8Array): Result<MemoryRegionDesc[]> {
+  if (payload.length < 8) return refuse(`memory table payload is ${payload.length} bytes, less than 8`);
   const dv = view(payload);
   const n = dv.getUint32(0, true);
   if (n > VHOST_MEMORY_BASELINE_NREGIONS)
-    return bad(`memory table has ${n} regions (at most ${VHOST_MEMORY_BASELINE_NREGIONS})`);
+    return refuse(`memory table has ${n} regions (at most ${VHOST_MEMORY_BASELINE_NREGIONS})`);
   const size = 8 + n * VHOST_USER_MEMORY_REGION_SIZE;
   if (payload.length !== size)
-    return bad(`memory table of ${n} regions is ${payload.length} bytes, not ${size}`);
+    return refuse(`memory table of ${n} regions is ${payload.length} bytes, not ${size}`);
   const regions: MemoryRegionDesc[] = [];
   for (let i = 0; i < n; i++) regions.push(readRegion(dv, 8 + i * VHOST_USER_MEMORY_REGION_SIZE));
   return ok(regions);
@@ -425,11 +421,8 @@ export function encodeMemReg(region: MemoryRegionDesc): Uint8Array {
   return out;
 }
 
-export function decodeMemReg(payload: Uint8Array): Decoded<MemoryRegionDesc> {
-  return (
-    sizeIs<MemoryRegionDesc>(payload, VHOST_USER_MEM_REG_SIZE, "memory region") ??
-    ok(readRegion(view(payload), 8))
-  );
+export function decodeMemReg(payload: Uint8Array): Result<MemoryRegionDesc> {
+  return sizeIs(payload, VHOST_USER_MEM_REG_SIZE, "memory region") ?? ok(readRegion(view(payload), 8));
 }
 
 // ---- device configuration space -----------------------------------------------------------
@@ -460,19 +453,19 @@ export function encodeConfig(c: Omit<ConfigMsg, "size"> & { size?: number }): Ui
   return out;
 }
 
-export function decodeConfig(payload: Uint8Array): Decoded<ConfigMsg> {
+export function decodeConfig(payload: Uint8Array): Result<ConfigMsg> {
   if (payload.length < VHOST_USER_CONFIG_HDR_SIZE)
-    return bad(`config payload is ${payload.length} bytes, less than ${VHOST_USER_CONFIG_HDR_SIZE}`);
+    return refuse(`config payload is ${payload.length} bytes, less than ${VHOST_USER_CONFIG_HDR_SIZE}`);
   const dv = view(payload);
   const offset = dv.getUint32(0, true);
   const size = dv.getUint32(4, true);
   const flags = dv.getUint32(8, true);
   if (size > VHOST_USER_MAX_CONFIG_SIZE)
-    return bad(`config size ${size} (at most ${VHOST_USER_MAX_CONFIG_SIZE})`);
+    return refuse(`config size ${size} (at most ${VHOST_USER_MAX_CONFIG_SIZE})`);
   if (offset > VHOST_USER_MAX_CONFIG_SIZE - size)
-    return bad(`config range ${offset}+${size} is past ${VHOST_USER_MAX_CONFIG_SIZE} bytes`);
+    return refuse(`config range ${offset}+${size} is past ${VHOST_USER_MAX_CONFIG_SIZE} bytes`);
   if (payload.length !== VHOST_USER_CONFIG_HDR_SIZE + size)
-    return bad(
+    return refuse(
       `config payload of size ${size} is ${payload.length} bytes, not ${VHOST_USER_CONFIG_HDR_SIZE + size}`,
     );
   return ok({ offset, size, flags, data: payload.slice(VHOST_USER_CONFIG_HDR_SIZE) });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   VIRTIO_CONFIG_S_NEEDS_RESET,
   VIRTIO_F_EVENT_IDX,
@@ -432,6 +432,20 @@ describe("disconnect", () => {
     expect(done.every((c) => c.status === VIRTIO_SND_S_OK)).toBe(true);
     const pb = fe2.audio.playbacksOf(0);
     expect(Buffer.from(pb[pb.length - 1]!.data.bytes()).equals(Buffer.from(data))).toBe(true);
+  });
+
+  it("a ring whose start throws after taking its kick fd still closes that fd exactly once", () => {
+    // Without protocol features SET_FEATURES enables every ring, so SET_VRING_KICK starts it.
+    const fe = new MockFrontEnd({ ackProtocolFeatures: false });
+    vi.spyOn(fe.backend.device, "notify").mockImplementation(() => {
+      throw new Error("notify failed");
+    });
+    fe.connect();
+    expect(fe.backend.ringStarted(0)).toBe(true);
+    expect(fe.log.some((e) => e.level === "warn" && e.message.includes("notify failed"))).toBe(true);
+    fe.t.disconnect();
+    expect(fe.t.heldFds).toBe(0);
+    expect(fe.t.badCloses).toBe(0);
   });
 
   it("refuses a second front-end while one is attached", () => {
