@@ -31,6 +31,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -339,6 +340,43 @@ console.log(clock, device, run);
     c.status === 0,
     "TypeScript without @types/node type-checks virtio-snd and virtio-snd/testing",
     c.out,
+  );
+}
+
+// As a bundler sees the package (esbuild, for the browser): "sideEffects" lets it leave out every
+// module an application does not use, the test helpers with them, but never the worklet module,
+// whose import registers its processors.
+{
+  const esbuild = createRequire(join(root, "package.json"))("esbuild");
+  const bundle = (contents) =>
+    esbuild.buildSync({
+      stdin: { contents, resolveDir: consumer, loader: "js" },
+      absWorkingDir: consumer,
+      bundle: true,
+      write: false,
+      metafile: true,
+      minify: true,
+      format: "esm",
+      platform: "browser",
+      logLevel: "silent",
+    });
+  const core = bundle(
+    'import { VirtioSound, NullBackend } from "virtio-snd"; console.log(VirtioSound, NullBackend);',
+  );
+  const inputs = Object.values(core.metafile.outputs)[0].inputs;
+  const unwanted = Object.keys(inputs).filter(
+    (f) => /dist\/(driver|testing|trace|vhost-user)\//.test(f) && inputs[f].bytesInOutput > 0,
+  );
+  check(
+    unwanted.length === 0,
+    `a bundle of VirtioSound and NullBackend has nothing of the driver model, traces or vhost-user (${core.outputFiles[0].contents.length} bytes minified)`,
+    unwanted.join("\n"),
+  );
+  const worklet = bundle('import "virtio-snd/browser/worklet.js";').outputFiles[0].text;
+  check(
+    (worklet.match(/registerProcessor\(/g) ?? []).length === 2,
+    "a bundle that imports the worklet module for its effect keeps its registerProcessor calls",
+    worklet.slice(0, 300),
   );
 }
 
