@@ -10,6 +10,14 @@ export default defineConfig({
         replacement: fileURLToPath(new URL("./src/v86/index.ts", import.meta.url)),
       },
       {
+        find: /^virtio-snd\/testing$/,
+        replacement: fileURLToPath(new URL("./src/testing/index.ts", import.meta.url)),
+      },
+      {
+        find: /^virtio-snd\/testing\/vhost-user$/,
+        replacement: fileURLToPath(new URL("./src/vhost-user/testing.ts", import.meta.url)),
+      },
+      {
         find: /^virtio-snd\/node$/,
         replacement: fileURLToPath(new URL("./src/node/index.ts", import.meta.url)),
       },

@@ -2,14 +2,13 @@
 import {
   GainBackend,
   MemoryBackend,
-  SimulatedGuest,
   VIRTIO_SND_PCM_FMT_S16,
   VirtualClock,
   dbToGain,
   muteControl,
-  play,
   volumeControl,
 } from "virtio-snd";
+import { SimulatedGuest, play } from "virtio-snd/testing";
 
 const volume = volumeControl("PCM Playback Volume", "output", { db: { minDb: -60, maxDb: 0, stepDb: 0.5 } });
 const mute = muteControl("PCM Playback Switch", "output");

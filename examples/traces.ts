@@ -2,7 +2,8 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SimulatedGuest, TraceRecorder, VIRTIO_SND_PCM_FMT_S16, play, replayTrace } from "virtio-snd";
+import { TraceRecorder, VIRTIO_SND_PCM_FMT_S16, replayTrace } from "virtio-snd";
+import { SimulatedGuest, play } from "virtio-snd/testing";
 import { TraceFileWriter, readTraceFile } from "virtio-snd/node";
 
 const file = join(mkdtempSync(join(tmpdir(), "trace-")), "session.jsonl");

@@ -4,10 +4,11 @@
  * prepare), then, in a temporary folder, a consumer project that installs the
  * tarball offline (dependencies from the npm cache `npm ci` filled) and uses
  * it four ways:
- *   - an ESM consumer: `import` of "virtio-snd" and "virtio-snd/node";
- *   - a CommonJS consumer: `require` of both (Node's require(esm));
+ *   - an ESM consumer: `import` of "virtio-snd", "virtio-snd/node" and the
+ *     test helpers' entries, "virtio-snd/testing" and "virtio-snd/testing/vhost-user";
+ *   - a CommonJS consumer: `require` of each (Node's require(esm));
  *   - a TypeScript consumer compiled by tsc as CommonJS (`module: nodenext`,
- *     package type commonjs), whose output must `require` both and run;
+ *     package type commonjs), whose output must `require` them and run;
  *   - the `virtio-snd` command from node_modules/.bin: --version, and
  *     `vhost-user` listening with the native addon (npm does not run a
  *     dependency's install script unless approved, so this needs the
@@ -30,6 +31,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import process from "node:process";
@@ -91,9 +93,9 @@ fact(
 );
 
 check(
-  !files.some((f) => /mock-transport|(^|\/)test\//.test(f)),
-  "no test-only code in the package",
-  files.filter((f) => /mock-transport|(^|\/)test\//.test(f)).join("\n"),
+  !files.some((f) => /(^|\/)test\//.test(f)),
+  "none of the repository's tests in the package",
+  files.filter((f) => /(^|\/)test\//.test(f)).join("\n"),
 );
 const prebuilt = files.filter((f) => /^native\/prebuilds\/linux-x64\/.+\.node$/.test(f));
 check(prebuilt.length > 0, `a prebuilt addon for linux-x64 (${prebuilt.join(", ") || "none"})`);
@@ -102,6 +104,11 @@ for (const entry of [
   "dist/index.d.ts",
   "dist/node/index.js",
   "dist/node/index.d.ts",
+  "dist/testing/index.js",
+  "dist/testing/index.d.ts",
+  "dist/vhost-user/testing.js",
+  "dist/vhost-user/testing.d.ts",
+  "dist/vhost-user/mock-transport.js",
   "bin/virtio-snd.js",
 ])
   check(files.includes(entry), `ships ${entry}`);
@@ -172,12 +179,19 @@ const pkgDir = join(consumer, "node_modules", "virtio-snd");
 const tsc = join(root, "node_modules", "typescript", "bin", "tsc");
 const typeRoots = join(root, "node_modules", "@types");
 
-const esm = `import { VirtioSound, FlatMemory, MemoryBackend, VirtualClock } from "virtio-snd";
+const esm = `import * as core from "virtio-snd";
+import { VirtioSound, FlatMemory, MemoryBackend, VirtualClock } from "virtio-snd";
 import { WavFileBackend, chooseDefaultSink, VhostUserDaemon } from "virtio-snd/node";
+import { SimulatedGuest, play } from "virtio-snd/testing";
+import { MockTransport, VhostUserBackend } from "virtio-snd/testing/vhost-user";
 const clock = new VirtualClock();
 const device = new VirtioSound({ memory: new FlatMemory(new ArrayBuffer(1 << 16)), backend: new MemoryBackend({ clock }), clock, interrupt: () => {} });
 if (typeof device.deviceFeatures !== "bigint") throw new Error("no device");
-for (const f of [WavFileBackend, chooseDefaultSink, VhostUserDaemon]) if (typeof f !== "function") throw new Error("missing export");
+for (const f of [WavFileBackend, chooseDefaultSink, VhostUserDaemon, SimulatedGuest, play, MockTransport, VhostUserBackend]) if (typeof f !== "function") throw new Error("missing export");
+for (const name of ["SimulatedGuest", "play", "SplitDriverQueue", "MockTransport"]) if (name in core) throw new Error(\`virtio-snd exports \${name}\`);
+const guest = new SimulatedGuest();
+guest.init();
+guest.probe();
 console.log("esm ok");
 `;
 write(join(consumer, "esm", "package.json"), '{ "type": "module" }\n');
@@ -188,10 +202,13 @@ const core = require("virtio-snd");
 const t1 = process.hrtime.bigint();
 const node = require("virtio-snd/node");
 const t2 = process.hrtime.bigint();
+const testing = require("virtio-snd/testing");
+const vhostTesting = require("virtio-snd/testing/vhost-user");
 const clock = new core.VirtualClock();
 const device = new core.VirtioSound({ memory: new core.FlatMemory(new ArrayBuffer(1 << 16)), backend: new core.MemoryBackend({ clock }), clock, interrupt: () => {} });
 if (typeof device.deviceFeatures !== "bigint") throw new Error("no device");
-for (const f of [node.WavFileBackend, node.chooseDefaultSink, node.VhostUserDaemon]) if (typeof f !== "function") throw new Error("missing export");
+for (const f of [node.WavFileBackend, node.chooseDefaultSink, node.VhostUserDaemon, testing.SimulatedGuest, testing.record, vhostTesting.MockTransport]) if (typeof f !== "function") throw new Error("missing export");
+if ("SimulatedGuest" in core) throw new Error("virtio-snd exports SimulatedGuest");
 console.log(\`cjs ok \${Number(t1 - t0) / 1e6} \${Number(t2 - t1) / 1e6}\`);
 `;
 write(join(consumer, "cjs", "package.json"), '{ "type": "commonjs" }\n');
@@ -199,6 +216,8 @@ write(join(consumer, "cjs", "index.js"), cjs);
 
 const ts = `import { FlatMemory, MemoryBackend, VirtualClock, VirtioSound, type SoundConfig } from "virtio-snd";
 import { VhostUserDaemon, WavFileBackend, type VhostUserDaemonOptions } from "virtio-snd/node";
+import { SimulatedGuest, type GuestOptions } from "virtio-snd/testing";
+import { MockTransport, type VhostTransport } from "virtio-snd/testing/vhost-user";
 
 const clock = new VirtualClock();
 const config: SoundConfig = { streams: [{ direction: "output" }] };
@@ -212,6 +231,10 @@ const device = new VirtioSound({
 const features: bigint = device.deviceFeatures;
 const options: Pick<VhostUserDaemonOptions, "socketPath"> = { socketPath: "/tmp/x.sock" };
 if (typeof WavFileBackend !== "function" || typeof VhostUserDaemon !== "function") throw new Error("missing export");
+const guestOptions: GuestOptions = { transport: "mmio" };
+new SimulatedGuest(guestOptions).init();
+const transport: VhostTransport = new MockTransport();
+void transport;
 console.log(\`ts-cjs ok \${features > 0n} \${options.socketPath}\`);
 `;
 write(join(consumer, "ts", "package.json"), '{ "type": "commonjs" }\n');
@@ -242,14 +265,18 @@ write(join(consumer, "ts", "index.ts"), ts);
   const r = run(process.execPath, ["index.js"], { cwd: join(consumer, "esm") });
   check(
     r.status === 0 && /esm ok/.test(r.out),
-    "ESM consumer: import of virtio-snd and virtio-snd/node",
+    "ESM consumer: import of virtio-snd, virtio-snd/node, virtio-snd/testing, virtio-snd/testing/vhost-user; virtio-snd has no test helpers",
     r.out,
   );
 }
 {
   const r = run(process.execPath, ["index.js"], { cwd: join(consumer, "cjs") });
   const m = /cjs ok ([\d.]+) ([\d.]+)/.exec(r.out);
-  check(r.status === 0 && m !== null, "CommonJS consumer: require of virtio-snd and virtio-snd/node", r.out);
+  check(
+    r.status === 0 && m !== null,
+    "CommonJS consumer: require of virtio-snd, virtio-snd/node, virtio-snd/testing, virtio-snd/testing/vhost-user",
+    r.out,
+  );
   check(!/ExperimentalWarning/.test(r.out), "require() prints no warning", r.out);
   if (m)
     fact(
@@ -262,12 +289,95 @@ write(join(consumer, "ts", "index.ts"), ts);
   if (c.status === 0) {
     const js = readFileSync(join(consumer, "ts", "out", "index.js"), "utf8");
     check(
-      /require\("virtio-snd"\)/.test(js) && /require\("virtio-snd\/node"\)/.test(js),
+      /require\("virtio-snd"\)/.test(js) &&
+        /require\("virtio-snd\/node"\)/.test(js) &&
+        /require\("virtio-snd\/testing"\)/.test(js) &&
+        /require\("virtio-snd\/testing\/vhost-user"\)/.test(js),
       "tsc emitted require() calls",
     );
     const r = run(process.execPath, ["out/index.js"], { cwd: join(consumer, "ts") });
     check(r.status === 0 && /ts-cjs ok true/.test(r.out), "the compiled TypeScript consumer runs", r.out);
   }
+}
+
+// The core and its test helpers as a browser project sees them: no @types/node, DOM's lib.
+{
+  const dir = join(consumer, "web");
+  write(join(dir, "package.json"), '{ "type": "module" }\n');
+  write(
+    join(dir, "tsconfig.json"),
+    `${JSON.stringify(
+      {
+        compilerOptions: {
+          target: "ES2022",
+          lib: ["ES2022", "DOM"],
+          module: "nodenext",
+          moduleResolution: "nodenext",
+          strict: true,
+          skipLibCheck: false,
+          noEmit: true,
+          types: [],
+        },
+        include: ["index.ts"],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  write(
+    join(dir, "index.ts"),
+    `import { VirtualClock, VirtioSound } from "virtio-snd";
+import { SimulatedGuest, play, type SessionParams } from "virtio-snd/testing";
+const guest = new SimulatedGuest({ transport: "pci" });
+const clock: VirtualClock = guest.clock;
+const device: VirtioSound = guest.device;
+const run: (p: SessionParams) => unknown = (p) => play(guest, 0, new Uint8Array(0), p);
+console.log(clock, device, run);
+`,
+  );
+  const c = run(process.execPath, [tsc, "-p", "."], { cwd: dir });
+  check(
+    c.status === 0,
+    "TypeScript without @types/node type-checks virtio-snd and virtio-snd/testing",
+    c.out,
+  );
+}
+
+// As a bundler sees the package (esbuild, for the browser): "sideEffects" lets it leave out every
+// module an application does not use, the test helpers with them, but never the worklet module,
+// whose import registers its processors.
+{
+  const esbuild = createRequire(join(root, "package.json"))("esbuild");
+  const bundle = (contents) =>
+    esbuild.buildSync({
+      stdin: { contents, resolveDir: consumer, loader: "js" },
+      absWorkingDir: consumer,
+      bundle: true,
+      write: false,
+      metafile: true,
+      minify: true,
+      format: "esm",
+      platform: "browser",
+      logLevel: "silent",
+    });
+  const core = bundle(
+    'import { VirtioSound, NullBackend } from "virtio-snd"; console.log(VirtioSound, NullBackend);',
+  );
+  const inputs = Object.values(core.metafile.outputs)[0].inputs;
+  const unwanted = Object.keys(inputs).filter(
+    (f) => /dist\/(driver|testing|trace|vhost-user)\//.test(f) && inputs[f].bytesInOutput > 0,
+  );
+  check(
+    unwanted.length === 0,
+    `a bundle of VirtioSound and NullBackend has nothing of the driver model, traces or vhost-user (${core.outputFiles[0].contents.length} bytes minified)`,
+    unwanted.join("\n"),
+  );
+  const worklet = bundle('import "virtio-snd/browser/worklet.js";').outputFiles[0].text;
+  check(
+    (worklet.match(/registerProcessor\(/g) ?? []).length === 2,
+    "a bundle that imports the worklet module for its effect keeps its registerProcessor calls",
+    worklet.slice(0, 300),
+  );
 }
 
 // The README's examples (examples/*.ts), compiled against the installed package and run.

@@ -11,6 +11,7 @@ const CORE = [
   "stream",
   "device",
   "driver",
+  "testing",
   "trace",
   "transport",
   "v86",

@@ -129,34 +129,6 @@ export {
   type ToneOptions,
 } from "./audio/sources.js";
 export {
-  SimulatedGuest,
-  type GuestTransportKind,
-  type Completion,
-  type ControlLogEntry,
-  type ControlReply,
-  type GuestOptions,
-} from "./driver/simulated-guest.js";
-export {
-  play,
-  record,
-  periodBytesFor,
-  type CaptureResult,
-  type PcmRateHz,
-  type PlaybackResult,
-  type SessionParams,
-} from "./driver/pcm-session.js";
-export { SplitDriverQueue } from "./driver/split-driver.js";
-export { PackedDriverQueue } from "./driver/packed-driver.js";
-export type { Buf, DriverQueue, DriverQueueOptions, Used } from "./driver/driver-queue.js";
-export {
-  MmioGuestDriver,
-  PciGuestDriver,
-  transportBus,
-  type DeviceLink,
-  type LinkHandlers,
-  type PciBus,
-} from "./driver/transport-driver.js";
-export {
   TRACE_FORMAT,
   TRACE_VERSION,
   TraceDecoder,

@@ -78,10 +78,11 @@ export class MockTransport implements VhostTransport {
     payload: Uint8Array = new Uint8Array(0),
     options: { fds?: readonly number[]; flags?: number } = {},
   ): SentMessage[] {
-    if (this.handler === null || this.closed) throw new Error("the mock connection is not open");
+    if (this.handler === null || this.closed)
+      throw new VirtioSndError("ERR_INVALID_STATE", "the mock connection is not open");
     const fds = (options.fds ?? []).map((fd) => {
       const file = this.files.get(fd);
-      if (file === undefined) throw new Error(`the front-end has no fd ${fd}`);
+      if (file === undefined) throw new VirtioSndError("ERR_INVALID_STATE", `the front-end has no fd ${fd}`);
       const received = this.nextFd++;
       this.held.set(received, file);
       return received;
@@ -130,10 +131,13 @@ export class MockTransport implements VhostTransport {
   send(message: Uint8Array): void {
     if (this.closed) return;
     if (message.length < VHOST_USER_HDR_SIZE)
-      throw new Error("the back-end sent a message shorter than a header");
+      throw new VirtioSndError("ERR_BACKEND", "the back-end sent a message shorter than a header");
     const header = decodeHeader(message);
     if (header.size !== message.length - VHOST_USER_HDR_SIZE)
-      throw new Error(`the back-end sent a header saying ${header.size} bytes with ${message.length - 12}`);
+      throw new VirtioSndError(
+        "ERR_BACKEND",
+        `the back-end sent a header saying ${header.size} bytes with ${message.length - VHOST_USER_HDR_SIZE}`,
+      );
     this.sent.push({
       request: header.request,
       flags: header.flags,

@@ -17,6 +17,7 @@ const CORE_DIRS = [
   "stream",
   "device",
   "driver",
+  "testing",
   "trace",
   "transport",
   "v86",
