@@ -1,5 +1,6 @@
 import { fileURLToPath } from "node:url";
 import { defineConfig } from "vitest/config";
+import { typeOnlyFiles } from "./scripts/type-only-files.js";
 
 export default defineConfig({
   // The examples import the package by name, as its users do: run against the sources here.
@@ -22,6 +23,8 @@ export default defineConfig({
     coverage: {
       provider: "v8",
       include: ["src/**/*.ts"],
+      // Files that compile to no JavaScript (types only) have nothing to cover.
+      exclude: typeOnlyFiles(fileURLToPath(new URL(".", import.meta.url))),
       // scripts/coverage-core.mjs prints the core's share from the json summary.
       reporter: ["text", "json-summary"],
     },
