@@ -367,6 +367,8 @@ describe("accepted edge cases", () => {
     expect(replies.map((r) => decodeU64(r.payload))).toEqual([{ ok: true, value: 0n }]);
     expect(read()).toEqual(before);
     expect(before.subarray(12).some((b) => b !== 0)).toBe(true);
+    // The device goes on as it was: its rings still carry requests.
+    expect((await fe.guest.control(GuestSide.u32s(0x0100, 0, 1, 32), 36)).status).toBe(VIRTIO_SND_S_OK);
   });
 
   it("GET_CONFIG reads zeros past the 16-byte config space, up to 256", async () => {
