@@ -17,23 +17,12 @@ import {
   VIRTIO_SND_S_OK,
 } from "../../src/spec/constants.js";
 import { PcmState } from "../../src/stream/pcm-state.js";
+import { signal } from "../signal.js";
 
 const OK = VIRTIO_SND_S_OK;
 const S16 = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
 const PERIOD = 1920;
 const PERIOD_NS = 10_000_000;
-
-function signal(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
