@@ -49,10 +49,8 @@ class FakeSource implements OutputSource {
 /** An RX queue stand-in: takes at most `capacity` bytes per call (Infinity: all). */
 class FakeSink implements InputSink {
   got: number[] = [];
-  calls = 0;
   constructor(public capacity = Infinity) {}
   write(src: Uint8Array, offset: number, length: number): number {
-    this.calls++;
     const n = Math.min(length, this.capacity);
     for (let i = 0; i < n; i++) this.got.push(src[offset + i]!);
     return n;
@@ -272,7 +270,9 @@ describe("MemoryBackend", () => {
       voice.close();
       expect(backend.playbacks[0]!.closed).toBe(true);
       clock.advanceTo(1e9);
-      expect(src.calls).toHaveLength(1);
+      // One period taken before the close, nothing after it.
+      expect(src.pos).toBe(80);
+      expect(Array.from(backend.playbacks[0]!.data.bytes())).toEqual(Array.from(seq(80)));
       expect(voice.latencyBytes()).toBe(0);
     });
 
@@ -377,7 +377,9 @@ describe("MemoryBackend", () => {
       clock.advanceTo(10e6);
       voice.close();
       clock.advanceTo(1e9);
-      expect(sink.calls).toBe(1);
+      // One period delivered before the close, nothing after it.
+      expect(sink.got).toHaveLength(80);
+      expect(backend.captures[0]!.delivered.length).toBe(80);
       expect(backend.captures[0]!.closed).toBe(true);
     });
 

@@ -18,14 +18,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { convertBuffer } from "../../src/audio/convert.js";
-import {
-  VIRTIO_SND_PCM_FMT_FLOAT,
-  VIRTIO_SND_PCM_FMT_S16,
-  VIRTIO_SND_PCM_FMT_S32,
-  VIRTIO_SND_PCM_FMT_U8,
-} from "../../src/spec/constants.js";
+import { VIRTIO_SND_PCM_FMT_FLOAT, VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
 import { REPO, bundlePage, startPageServer } from "../../scripts/browser/server.js";
-import { type Sample, noise, wavFile } from "../guest-helpers/cli-daemon.js";
+import { type Sample, noise, wavFile, sample } from "../guest-helpers/cli-daemon.js";
 import { makePayload } from "../guest-helpers/payload.js";
 import { parseConsole } from "../guest-helpers/qemu.js";
 import { ensureV86Guest, findV86Guest } from "../guest-helpers/v86.js";
@@ -70,36 +65,9 @@ function skip(reason: string): never {
 }
 
 const SAMPLES: readonly Sample[] = [
-  {
-    name: "s16",
-    alsa: "S16_LE",
-    format: VIRTIO_SND_PCM_FMT_S16,
-    channels: 2,
-    rate: 44_100,
-    seconds: 0.8,
-    width: 2,
-    silence: [0, 0],
-  },
-  {
-    name: "u8",
-    alsa: "U8",
-    format: VIRTIO_SND_PCM_FMT_U8,
-    channels: 1,
-    rate: 8_000,
-    seconds: 0.6,
-    width: 1,
-    silence: [0x80],
-  },
-  {
-    name: "s32",
-    alsa: "S32_LE",
-    format: VIRTIO_SND_PCM_FMT_S32,
-    channels: 2,
-    rate: 96_000,
-    seconds: 0.3,
-    width: 4,
-    silence: [0, 0, 0, 0],
-  },
+  sample("s16", 2, 44_100, 0.8),
+  sample("u8", 1, 8_000, 0.6),
+  sample("s32", 2, 96_000, 0.3),
 ];
 /** Output sessions in START order: each format twice; the context is suspended during the fourth. */
 const ORDER = SAMPLES.flatMap((s) => [s, s]);

@@ -9,7 +9,7 @@
 import { describe, expect, it } from "vitest";
 import { muteControl, volumeControl } from "../../src/device/controls.js";
 import type { SoundConfig } from "../../src/device/config.js";
-import { type Completion, SimulatedGuest } from "../../src/driver/simulated-guest.js";
+import { type Completion, type GuestOptions, SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { VirtioSndError } from "../../src/errors.js";
 import {
   VIRTIO_SND_EVT_JACK_DISCONNECTED,
@@ -17,23 +17,12 @@ import {
   VIRTIO_SND_S_OK,
 } from "../../src/spec/constants.js";
 import { PcmState } from "../../src/stream/pcm-state.js";
+import { signal } from "../signal.js";
 
 const OK = VIRTIO_SND_S_OK;
 const S16 = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
 const PERIOD = 1920;
 const PERIOD_NS = 10_000_000;
-
-function signal(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function concat(...parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -78,6 +67,28 @@ function feed(g: SimulatedGuest, data: Uint8Array, periods = 4): { done: Complet
   return { done, tokens };
 }
 
+/** A probed guest `ns` into playing `periods` periods of noise (from `seed`) on stream 0, as feed() plays it. */
+function playing(options: GuestOptions, periods: number, seed: number, ns: number) {
+  const g = new SimulatedGuest(options);
+  g.init();
+  g.probe();
+  const data = signal(periods * PERIOD, seed);
+  const fed = feed(g, data);
+  g.clock.advance(ns);
+  return { g, data, ...fed };
+}
+
+/** "ok" when `f` returns, else the code of the VirtioSndError it throws. */
+function outcome(f: () => void): string {
+  try {
+    f();
+    return "ok";
+  } catch (e) {
+    if (e instanceof VirtioSndError) return e.code;
+    throw e;
+  }
+}
+
 const VARIANTS = [false, true].flatMap((packed) =>
   [false, true].flatMap((eventIdx) => [false, true].map((indirect) => ({ packed, eventIdx, indirect }))),
 );
@@ -88,12 +99,12 @@ describe.each(VARIANTS)(
     it.each([0.37, 2.5, 5.91])(
       "cut at %f periods: every frame once, in order, every message completed once",
       (at) => {
-        const g = new SimulatedGuest({ ...v, memorySize: 4 << 20 });
-        g.init();
-        g.probe();
-        const data = signal(12 * PERIOD, 7);
-        const { done, tokens } = feed(g, data);
-        g.clock.advance(Math.round(at * PERIOD_NS));
+        const { g, data, done, tokens } = playing(
+          { ...v, memorySize: 4 << 20 },
+          12,
+          7,
+          Math.round(at * PERIOD_NS),
+        );
         const pendingBefore = g.device.streams[0]!.pendingCount;
         expect(pendingBefore).toBeGreaterThan(0);
         const { state, before } = g.snapshotAndRestore();
@@ -127,11 +138,7 @@ describe("where a restored voice starts", () => {
   const played = (g: SimulatedGuest) => g.backend.playbacksOf(0)[0]?.data.length ?? 0;
 
   it("a running voice keeps its place in the period: the next chunk comes when it was due", () => {
-    const g = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
-    g.init();
-    g.probe();
-    feed(g, signal(12 * PERIOD, 5));
-    g.clock.advance(2 * PERIOD_NS + LAG);
+    const { g } = playing({ packed: true, memorySize: 4 << 20 }, 12, 5, 2 * PERIOD_NS + LAG);
     g.snapshotAndRestore();
     g.clock.advance(PERIOD_NS - LAG - 1);
     expect(played(g)).toBe(0);
@@ -140,11 +147,7 @@ describe("where a restored voice starts", () => {
   });
 
   it("time the guest's clock ran between save and restore is owed at once; time it will re-run is waited", () => {
-    const g = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
-    g.init();
-    g.probe();
-    feed(g, signal(12 * PERIOD, 6));
-    g.clock.advance(2 * PERIOD_NS + LAG);
+    const { g } = playing({ packed: true, memorySize: 4 << 20 }, 12, 6, 2 * PERIOD_NS + LAG);
     // The guest's clock ran on two periods while the machine was restored (v86 restarts it early).
     g.snapshotAndRestore({ elapsedNs: 2 * PERIOD_NS });
     g.clock.advance(0);
@@ -152,11 +155,7 @@ describe("where a restored voice starts", () => {
     g.clock.advance(PERIOD_NS - LAG);
     expect(played(g)).toBe(3 * PERIOD);
 
-    const h = new SimulatedGuest({ packed: true, memorySize: 4 << 20 });
-    h.init();
-    h.probe();
-    feed(h, signal(12 * PERIOD, 6));
-    h.clock.advance(2 * PERIOD_NS + LAG);
+    const { g: h } = playing({ packed: true, memorySize: 4 << 20 }, 12, 6, 2 * PERIOD_NS + LAG);
     // Saved 5 ms after the machine: the guest lives those 5 ms again before the next chunk is due.
     h.snapshotAndRestore({ elapsedNs: -5_000_000 });
     h.clock.advance(PERIOD_NS - LAG + 5_000_000 - 1);
@@ -166,27 +165,14 @@ describe("where a restored voice starts", () => {
   });
 
   it("refuses a lag no live voice has, and an elapsed time that is not a number", () => {
-    const g = new SimulatedGuest({ packed: true, memorySize: 2 << 20 });
-    g.init();
-    g.probe();
-    feed(g, signal(8 * PERIOD, 3));
-    g.clock.advance(1.5 * PERIOD_NS);
-    const good = g.device.saveState();
-    const code = (f: () => void) => {
-      try {
-        f();
-        return "ok";
-      } catch (e) {
-        return (e as VirtioSndError).code;
-      }
-    };
+    const good = playing({ packed: true, memorySize: 2 << 20 }, 8, 3, 1.5 * PERIOD_NS).g.device.saveState();
     const fresh = () => new SimulatedGuest({ packed: true, memorySize: 2 << 20 }).device;
     const lag = (v: unknown) =>
       edit(good, (j) => ((j["streams"] as Record<string, unknown>[])[0]!["lagNs"] = v));
-    expect(code(() => fresh().restoreState(lag(61_000_000_000)))).toBe("ERR_INVALID_SNAPSHOT");
-    expect(code(() => fresh().restoreState(lag(1.5)))).toBe("ERR_INVALID_SNAPSHOT");
-    expect(code(() => fresh().restoreState(lag(-2_000_000)))).toBe("ok");
-    expect(code(() => fresh().restoreState(good, { elapsedNs: Number.NaN }))).toBe("ERR_INVALID_CONFIG");
+    expect(outcome(() => fresh().restoreState(lag(61_000_000_000)))).toBe("ERR_INVALID_SNAPSHOT");
+    expect(outcome(() => fresh().restoreState(lag(1.5)))).toBe("ERR_INVALID_SNAPSHOT");
+    expect(outcome(() => fresh().restoreState(lag(-2_000_000)))).toBe("ok");
+    expect(outcome(() => fresh().restoreState(good, { elapsedNs: Number.NaN }))).toBe("ERR_INVALID_CONFIG");
   });
 });
 
@@ -282,21 +268,9 @@ describe("what else a snapshot keeps", () => {
         edit(s, (j) => ((j["queues"] as { ring: Record<string, number> }[])[2]!.ring["availIdx"] = 99999)),
     ],
   ])("refuses %s whole: ERR_INVALID_SNAPSHOT, the device reset and usable", (_n, mangle) => {
-    const g = new SimulatedGuest({ packed: true, memorySize: 2 << 20 });
-    g.init();
-    g.probe();
-    feed(g, signal(8 * PERIOD, 3));
-    g.clock.advance(1.5 * PERIOD_NS);
-    const good = g.device.saveState();
+    const good = playing({ packed: true, memorySize: 2 << 20 }, 8, 3, 1.5 * PERIOD_NS).g.device.saveState();
     const fresh = new SimulatedGuest({ packed: true, memorySize: 2 << 20 });
-    let caught: unknown;
-    try {
-      fresh.device.restoreState(mangle(good));
-    } catch (e) {
-      caught = e;
-    }
-    expect(caught).toBeInstanceOf(VirtioSndError);
-    expect((caught as VirtioSndError).code).toBe("ERR_INVALID_SNAPSHOT");
+    expect(outcome(() => fresh.device.restoreState(mangle(good)))).toBe("ERR_INVALID_SNAPSHOT");
     expect(fresh.device.negotiatedFeatures).toBe(0n);
     for (let i = 0; i < 4; i++) expect(fresh.device.queue(i)).toBeNull();
     fresh.init();

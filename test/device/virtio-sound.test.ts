@@ -57,6 +57,7 @@ import { PcmState } from "../../src/stream/pcm-state.js";
 import { PackedQueue } from "../../src/virtqueue/packed-ring.js";
 import { SplitQueue } from "../../src/virtqueue/split-ring.js";
 import type { QueueLayout } from "../../src/virtqueue/virtqueue.js";
+import { signal } from "../signal.js";
 
 const MEM = 1 << 20;
 const OK = VIRTIO_SND_S_OK;
@@ -104,19 +105,6 @@ function watchNeedsReset(g: SimulatedGuest): Error[] {
 function renegotiate(g: SimulatedGuest): void {
   g.queues.length = 0;
   g.init();
-}
-
-/** A deterministic, non-repeating test signal. */
-function signal(bytes: number, seed: number): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }
 
 function snapshot(g: SimulatedGuest): Uint8Array {

@@ -11,10 +11,33 @@ import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { Readable } from "node:stream";
 import { WavWriter } from "../../src/node/wav.js";
-import { VIRTIO_SND_PCM_FMT_FLOAT } from "../../src/spec/constants.js";
-import { REPO_DIR } from "./qemu.js";
+import {
+  VIRTIO_SND_PCM_FMT_FLOAT,
+  VIRTIO_SND_PCM_FMT_S16,
+  VIRTIO_SND_PCM_FMT_S24_3,
+  VIRTIO_SND_PCM_FMT_S32,
+  VIRTIO_SND_PCM_FMT_U8,
+} from "../../src/spec/constants.js";
+import { nativeAvailable } from "../../src/vhost-user/native.js";
+import { REPO_DIR, findQemu } from "./qemu.js";
 
 export const BIN = join(REPO_DIR, "bin/virtio-snd.js");
+
+/**
+ * Why a real guest cannot reach the vhost-user back end here, or "" when it
+ * can: that needs QEMU >= 10 with vhost-user-snd-pci, and the native addon.
+ */
+export function vhostUserGuestProblem(): string {
+  const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
+  if (!qemu.ok) return qemu.reason;
+  const native = nativeAvailable();
+  return native.ok ? "" : native.reason;
+}
+
+/** Boot options that stream the guest's console when VSND_GUEST_DEBUG is set. */
+export const guestDebug: { onConsole?: (s: string) => void } = process.env["VSND_GUEST_DEBUG"]
+  ? { onConsole: (s: string) => process.stdout.write(s) }
+  : {};
 
 // ------------------------------------------------------------------ dist --
 
@@ -58,6 +81,20 @@ export interface Sample {
   width: number;
   /** One sample of silence. */
   silence: number[];
+}
+
+const FORMATS = {
+  s16: { alsa: "S16_LE", format: VIRTIO_SND_PCM_FMT_S16, width: 2, silence: [0, 0] },
+  u8: { alsa: "U8", format: VIRTIO_SND_PCM_FMT_U8, width: 1, silence: [0x80] },
+  s32: { alsa: "S32_LE", format: VIRTIO_SND_PCM_FMT_S32, width: 4, silence: [0, 0, 0, 0] },
+  float: { alsa: "FLOAT_LE", format: VIRTIO_SND_PCM_FMT_FLOAT, width: 4, silence: [0, 0, 0, 0] },
+  s24_3: { alsa: "S24_3LE", format: VIRTIO_SND_PCM_FMT_S24_3, width: 3, silence: [0, 0, 0] },
+} as const;
+
+/** The signal to play in format `name` (its ALSA name, width and silence follow from it). */
+export function sample(name: keyof typeof FORMATS, channels: number, rate: number, seconds: number): Sample {
+  const { alsa, format, width, silence } = FORMATS[name];
+  return { name, alsa, format, channels, rate, seconds, width, silence: [...silence] };
 }
 
 /**

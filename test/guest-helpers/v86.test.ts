@@ -12,14 +12,12 @@
  */
 import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type V86GuestImage, describeV86Boot, ensureV86Guest, findV86Guest, bootV86Guest } from "./v86.js";
+import { type V86GuestImage, describeV86Boot, ensureV86Guest, v86GuestProblem, bootV86Guest } from "./v86.js";
 import { missing } from "./required-parts.js";
 
-const probe = findV86Guest();
-const skipReason = probe.ok ? "" : ` [skipped: ${probe.reason}]`;
-if (!probe.ok) console.warn(`v86 guest test skipped: ${probe.reason}`);
+const { problem, skipReason } = v86GuestProblem("v86 guest test");
 
-const unavailable = missing("guests", probe.ok ? null : probe.reason);
+const unavailable = missing("guests", problem);
 describe.skipIf(unavailable)("Linux guest in v86", () => {
   let guest: V86GuestImage;
 

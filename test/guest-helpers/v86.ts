@@ -158,6 +158,18 @@ export function findV86Guest(cacheDir: string = DEFAULT_V86_GUEST_DIR): V86Probe
   }
 }
 
+/**
+ * For a test file that boots the v86 guest: why it cannot run here (null when
+ * it can; else also logged as "`tests` skipped: ..."), and the suffix its
+ * test names then carry.
+ */
+export function v86GuestProblem(tests: string): { problem: string | null; skipReason: string } {
+  const probe = findV86Guest();
+  if (probe.ok) return { problem: null, skipReason: "" };
+  console.warn(`${tests} skipped: ${probe.reason}`);
+  return { problem: probe.reason, skipReason: ` [skipped: ${probe.reason}]` };
+}
+
 /** Build the guest with build-v86-guest.sh unless the cache is current (a first build takes minutes). */
 export async function ensureV86Guest(
   cacheDir: string = DEFAULT_V86_GUEST_DIR,

@@ -43,9 +43,8 @@ describe("probeSpeaker", () => {
       );
       expect(result.reason).toMatch(/SIGABRT/);
       expect(result.reason).toMatch(/cannot open device default/);
+      // The abort's own words, from the child process that took it (this one got here).
       expect(result.detail).toMatch(/Assertion/);
-      // Still here.
-      expect(process.pid).toBeGreaterThan(0);
     },
   );
 

@@ -31,6 +31,7 @@ import {
 } from "../../src/spec/structs.js";
 import { type V86Sound, attachToV86, whenV86Loaded } from "../../src/v86/attach.js";
 import * as entry from "../../src/v86/index.js";
+import { V86GuestMemory } from "../../src/v86/memory.js";
 import {
   type Emulator,
   configAccess,
@@ -63,9 +64,10 @@ const bit = (n: number) => 1n << BigInt(n);
 
 describe("virtio-snd/v86", () => {
   it("exports attachToV86, whenV86Loaded and the guest-memory adapter", () => {
-    expect(typeof entry.attachToV86).toBe("function");
-    expect(typeof entry.whenV86Loaded).toBe("function");
-    expect(typeof entry.V86GuestMemory).toBe("function");
+    expect(Object.keys(entry).sort()).toEqual(["V86GuestMemory", "attachToV86", "whenV86Loaded"]);
+    expect(entry.attachToV86).toBe(attachToV86);
+    expect(entry.whenV86Loaded).toBe(whenV86Loaded);
+    expect(entry.V86GuestMemory).toBe(V86GuestMemory);
   });
 
   it("puts the card on v86's PCI bus, as 0xCF8/0xCFC show it", async () => {
@@ -89,6 +91,7 @@ describe("virtio-snd/v86", () => {
     cfg.write(0x10, 4, 0xffff_ffff);
     expect(cfg.read(0x10, 4)).toBe((~(snd.transport.bars[0]!.size - 1) | 1) >>> 0);
     // Another slot is refused when taken; v86's own devices are still there.
+    const devicesBefore = [...pci.devices];
     const clock = new VirtualClock();
     expect(() =>
       attachToV86(v.emulator, {
@@ -97,7 +100,8 @@ describe("virtio-snd/v86", () => {
         pciSlot: snd.pciId >> 3,
       }),
     ).toThrow(expect.objectContaining({ code: "ERR_INVALID_CONFIG" }) as Error);
-    expect(pci.devices[0]).toBeDefined();
+    expect(pci.devices.length).toBe(devicesBefore.length);
+    devicesBefore.forEach((d, id) => expect(pci.devices[id], `PCI device ${id}`).toBe(d));
     // Its INTA# reaches a PIRQ no other device's pin does: v86's PIC cannot share a line.
     const pirq = (id: number) => (((pci.device_spaces[id]![15]! >> 8) & 0xff) - 1 + (id >> 3) - 1) & 3;
     const others = pci.devices

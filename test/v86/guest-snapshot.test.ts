@@ -20,32 +20,29 @@ import type { V86 } from "v86";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RealTimeClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
-import { VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
 import { type V86Sound, attachToV86, whenV86Loaded } from "../../src/v86/attach.js";
 import type { V86Emulator } from "../../src/v86/types.js";
-import { complaints, noise, playedExactly, wavFile } from "../guest-helpers/cli-daemon.js";
+import { complaints, noise, playedExactly, wavFile, sample } from "../guest-helpers/cli-daemon.js";
 import {
   type V86Control,
   type V86GuestImage,
   bootV86Guest,
   describeV86Boot,
   ensureV86Guest,
-  findV86Guest,
+  v86GuestProblem,
 } from "../guest-helpers/v86.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const probe = findV86Guest();
-const skipReason = probe.ok ? "" : ` [skipped: ${probe.reason}]`;
-if (!probe.ok) console.warn(`v86 snapshot test skipped: ${probe.reason}`);
+const { problem, skipReason } = v86GuestProblem("v86 snapshot test");
 
-const SAMPLE = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, seconds: 4, width: 2 };
+const SAMPLE = sample("s16", 2, 48_000, 4);
 const FRAME_BYTES = SAMPLE.channels * SAMPLE.width;
 /** Cut once the host has received this much audio. */
 const CUT_AT_BYTES = SAMPLE.rate * FRAME_BYTES;
 
 const asEmulator = (v: V86) => v as unknown as V86Emulator;
 
-const unavailable = missing("guests", probe.ok ? null : probe.reason);
+const unavailable = missing("guests", problem);
 describe.skipIf(unavailable)("v86 guest snapshot mid-playback", () => {
   let guest: V86GuestImage;
   let dir: string;

@@ -16,72 +16,42 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RealTimeClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
-import {
-  VIRTIO_SND_PCM_FMT_S16,
-  VIRTIO_SND_PCM_FMT_S32,
-  VIRTIO_SND_PCM_FMT_U8,
-} from "../../src/spec/constants.js";
 import type { StreamEvent } from "../../src/stream/pcm-stream.js";
 import { type V86Sound, attachToV86 } from "../../src/v86/attach.js";
 import type { V86Emulator } from "../../src/v86/types.js";
-import { type Sample, complaints, noise, playedExactly, wavFile } from "../guest-helpers/cli-daemon.js";
+import {
+  type Sample,
+  complaints,
+  noise,
+  playedExactly,
+  wavFile,
+  sample,
+} from "../guest-helpers/cli-daemon.js";
 import {
   type V86GuestImage,
   bootV86Guest,
   describeV86Boot,
   ensureV86Guest,
-  findV86Guest,
+  v86GuestProblem,
 } from "../guest-helpers/v86.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const probe = findV86Guest();
-const skipReason = probe.ok ? "" : ` [skipped: ${probe.reason}]`;
-if (!probe.ok) console.warn(`v86 sound tests skipped: ${probe.reason}`);
+const { problem, skipReason } = v86GuestProblem("v86 sound tests");
 
 const SAMPLES: readonly Sample[] = [
-  {
-    name: "s16",
-    alsa: "S16_LE",
-    format: VIRTIO_SND_PCM_FMT_S16,
-    channels: 2,
-    rate: 48_000,
-    seconds: 0.5,
-    width: 2,
-    silence: [0, 0],
-  },
-  {
-    name: "u8",
-    alsa: "U8",
-    format: VIRTIO_SND_PCM_FMT_U8,
-    channels: 1,
-    rate: 8_000,
-    seconds: 0.6,
-    width: 1,
-    silence: [0x80],
-  },
-  {
-    name: "s32",
-    alsa: "S32_LE",
-    format: VIRTIO_SND_PCM_FMT_S32,
-    channels: 2,
-    rate: 96_000,
-    seconds: 0.3,
-    width: 4,
-    silence: [0, 0, 0, 0],
-  },
+  sample("s16", 2, 48_000, 0.5),
+  sample("u8", 1, 8_000, 0.6),
+  sample("s32", 2, 96_000, 0.3),
 ];
 const REC_FRAMES = 12_000;
 const REC_BYTES = REC_FRAMES * 4;
 
-const unavailable = missing("guests", probe.ok ? null : probe.reason);
+const unavailable = missing("guests", problem);
 describe.skipIf(unavailable)("a Linux guest inside v86 with the sound card", () => {
   let guest: V86GuestImage;
   let dir: string;
   const inputs = new Map<string, { wav: Uint8Array; data: Uint8Array }>();
-  const source = noise(
-    { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48_000, seconds: 1, width: 2 },
-    0x5eed,
-  );
+  const source = noise(sample("s16", 2, 48_000, 1), 0x5eed);
 
   beforeAll(async () => {
     guest = await ensureV86Guest(undefined, { log: (l) => console.log(l) });

@@ -3,10 +3,9 @@
  * socket) a QEMU-like front-end playing and recording through it, with the
  * event lines and the summary it prints when stopped.
  */
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { SilenceSource, ToneSource } from "../../src/audio/sources.js";
 import { VHOST_USER_HELP, resolveSource, runVhostUser, soundConfig } from "../../src/cli/vhost-user.js";
@@ -19,18 +18,13 @@ import {
   VIRTIO_SND_VQ_TX,
 } from "../../src/spec/constants.js";
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
-import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
 import { capture } from "../cli/capture.js";
 import { NativeFrontEnd, until } from "./native-front-end.js";
-import { releasedAfterEach } from "./released-after-each.js";
+import { nativeSuite } from "./native-suite.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const status = nativeAvailable();
-const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
-const dir = mkdtempSync(join(tmpdir(), "virtio-snd-cli-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup = releasedAfterEach();
+const { status, native, dir, cleanup } = nativeSuite("virtio-snd-cli-");
 
 describe("arguments", () => {
   it("--help prints the usage and exits 0", async () => {

@@ -3,10 +3,9 @@
  * offers, a guest's CTL_WRITE and the host's setControlValue each becoming the
  * stream's gain in the WAV file, sample for sample, and an event line each.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { dbToGain } from "../../src/audio/gain.js";
 import { MIXER_DB, describeControl, mixerControls, mixerGains } from "../../src/cli/mixer.js";
@@ -23,18 +22,13 @@ import {
   VIRTIO_SND_VQ_TX,
 } from "../../src/index.js";
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
-import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { capture } from "../cli/capture.js";
 import { GuestSide, signal } from "./guest-side.js";
 import { NativeFrontEnd, until } from "./native-front-end.js";
-import { releasedAfterEach } from "./released-after-each.js";
+import { nativeSuite } from "./native-suite.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const status = nativeAvailable();
-const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
-const dir = mkdtempSync(join(tmpdir(), "virtio-snd-controls-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup = releasedAfterEach();
+const { status, native, dir, cleanup } = nativeSuite("virtio-snd-controls-");
 
 const roundHalfAway = (y: number): number => Math.sign(y) * Math.floor(Math.abs(y) + 0.5) + 0;
 

@@ -8,10 +8,9 @@
  * Skipped, with the reason in the suite's name, when the native addon is
  * unavailable; VSND_REQUIRE_NATIVE=1 turns that into a failure.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import {
@@ -36,21 +35,16 @@ import {
   encodeVringFile,
   encodeVringState,
 } from "../../src/vhost-user/messages.js";
-import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
+import { type NativeBinding } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
 import { NativeFrontEnd, sleep, until } from "./native-front-end.js";
-import { releasedAfterEach } from "./released-after-each.js";
+import { nativeSuite } from "./native-suite.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const status = nativeAvailable();
-const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
-const dir = mkdtempSync(join(tmpdir(), "virtio-snd-vhost-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** cleanup: what the test must release (fds it made, mappings, daemons). */
+const { status, native, dir, cleanup } = nativeSuite("virtio-snd-vhost-");
 
 const PERIOD = 1920;
-
-/** What the test must release: fds it made, mappings, daemons. */
-const cleanup = releasedAfterEach();
 
 function makeDaemon(n: NativeBinding, name: string) {
   const clock = new VirtualClock();

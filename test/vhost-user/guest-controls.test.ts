@@ -21,16 +21,13 @@ import { runVhostUser } from "../../src/cli/vhost-user.js";
 import { WavWriter, parseWav } from "../../src/node/wav.js";
 import { VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
-import { nativeAvailable } from "../../src/vhost-user/native.js";
-import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
+import { type GuestImage, bootGuest, describeBoot, ensureGuest } from "../guest-helpers/qemu.js";
 import { signal } from "./guest-side.js";
 import { missing } from "../guest-helpers/required-parts.js";
+import { vhostUserGuestProblem, guestDebug } from "../guest-helpers/cli-daemon.js";
 
-const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
-const native = nativeAvailable();
-const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
+const reason = vhostUserGuestProblem();
 const name = `--controls with a real Linux guest's amixer${reason ? ` (skipped: ${reason})` : ""}`;
-const debug = process.env["VSND_GUEST_DEBUG"] ? { onConsole: (s: string) => process.stdout.write(s) } : {};
 
 const FRAMES = 24_000;
 const roundHalfAway = (y: number): number => Math.sign(y) * Math.floor(Math.abs(y) + 0.5) + 0;
@@ -129,7 +126,7 @@ describe.skipIf(unavailable)(name, () => {
         outputDisk: 4 << 20,
         timeoutMs: 150_000,
         payloadTimeoutMs: 100_000,
-        ...debug,
+        ...guestDebug,
       });
       const text = (f: string): string => new TextDecoder().decode(r.files[f] ?? new Uint8Array());
       const context = (): string =>

@@ -38,13 +38,11 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseWav } from "../../src/node/wav.js";
 import {
-  VIRTIO_SND_PCM_FMT_S32,
   VIRTIO_SND_R_PCM_SET_PARAMS,
   VIRTIO_SND_VQ_CONTROL,
   VIRTIO_SND_VQ_TX,
 } from "../../src/spec/constants.js";
 import { type AvailEvent, parseTrace } from "../../src/trace/format.js";
-import { nativeAvailable } from "../../src/vhost-user/native.js";
 import {
   CliDaemon,
   type Sample,
@@ -54,28 +52,18 @@ import {
   noise,
   playedExactly,
   wavFile,
+  vhostUserGuestProblem,
+  sample,
+  guestDebug,
 } from "../guest-helpers/cli-daemon.js";
-import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
+import { type GuestImage, bootGuest, describeBoot, ensureGuest } from "../guest-helpers/qemu.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
-const native = nativeAvailable();
-const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
+const reason = vhostUserGuestProblem();
 if (reason) console.warn(`guest fragmented-buffer test skipped: ${reason}`);
 const suite = `virtio-snd vhost-user (the command) with a real guest's scattered PCM buffers${reason ? ` (skipped: ${reason})` : ""}`;
 
-const debug = process.env["VSND_GUEST_DEBUG"] ? { onConsole: (s: string) => process.stdout.write(s) } : {};
-
-const SAMPLE: Sample = {
-  name: "s32",
-  alsa: "S32_LE",
-  format: VIRTIO_SND_PCM_FMT_S32,
-  channels: 6,
-  rate: 96_000,
-  seconds: 1,
-  width: 4,
-  silence: [0, 0, 0, 0],
-};
+const SAMPLE: Sample = sample("s32", 6, 96_000, 1);
 const PLAYS = 4;
 /**
  * One-page files made per scattering; half become holes: 600, twice the 282
@@ -208,7 +196,7 @@ describe.skipIf(unavailable)(suite, () => {
       outputDisk: 1 << 20,
       timeoutMs: 100_000,
       payloadTimeoutMs: 60_000,
-      ...debug,
+      ...guestDebug,
     });
     console.log(`guest: ${describeBoot(r)}`);
     const context = (): string =>

@@ -30,14 +30,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseWav, pcmFormatName } from "../../src/node/wav.js";
-import {
-  VIRTIO_SND_PCM_FMT_FLOAT,
-  VIRTIO_SND_PCM_FMT_S16,
-  VIRTIO_SND_PCM_FMT_S24_3,
-  VIRTIO_SND_PCM_FMT_S32,
-  VIRTIO_SND_PCM_FMT_U8,
-} from "../../src/spec/constants.js";
-import { nativeAvailable } from "../../src/vhost-user/native.js";
+import { VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
 import {
   CliDaemon,
   FEATURES_SCRIPT,
@@ -48,6 +41,9 @@ import {
   noise,
   playedExactly,
   wavFile,
+  vhostUserGuestProblem,
+  sample,
+  guestDebug,
 } from "../guest-helpers/cli-daemon.js";
 import {
   type BootResult,
@@ -55,71 +51,21 @@ import {
   bootGuest,
   describeBoot,
   ensureGuest,
-  findQemu,
 } from "../guest-helpers/qemu.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
-const native = nativeAvailable();
-const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
+const reason = vhostUserGuestProblem();
 if (reason) console.warn(`guest matrix skipped: ${reason}`);
 const suite = `virtio-snd vhost-user (the command) with real Linux guests${reason ? ` (skipped: ${reason})` : ""}`;
-
-const debug = process.env["VSND_GUEST_DEBUG"] ? { onConsole: (s: string) => process.stdout.write(s) } : {};
 
 // -------------------------------------------------------------- signals --
 
 const SAMPLES: readonly Sample[] = [
-  {
-    name: "s16",
-    alsa: "S16_LE",
-    format: VIRTIO_SND_PCM_FMT_S16,
-    channels: 2,
-    rate: 48_000,
-    seconds: 0.7,
-    width: 2,
-    silence: [0, 0],
-  },
-  {
-    name: "u8",
-    alsa: "U8",
-    format: VIRTIO_SND_PCM_FMT_U8,
-    channels: 1,
-    rate: 8_000,
-    seconds: 0.9,
-    width: 1,
-    silence: [0x80],
-  },
-  {
-    name: "s32",
-    alsa: "S32_LE",
-    format: VIRTIO_SND_PCM_FMT_S32,
-    channels: 6,
-    rate: 96_000,
-    seconds: 0.5,
-    width: 4,
-    silence: [0, 0, 0, 0],
-  },
-  {
-    name: "float",
-    alsa: "FLOAT_LE",
-    format: VIRTIO_SND_PCM_FMT_FLOAT,
-    channels: 2,
-    rate: 44_100,
-    seconds: 0.6,
-    width: 4,
-    silence: [0, 0, 0, 0],
-  },
-  {
-    name: "s24_3",
-    alsa: "S24_3LE",
-    format: VIRTIO_SND_PCM_FMT_S24_3,
-    channels: 2,
-    rate: 48_000,
-    seconds: 0.6,
-    width: 3,
-    silence: [0, 0, 0],
-  },
+  sample("s16", 2, 48_000, 0.7),
+  sample("u8", 1, 8_000, 0.9),
+  sample("s32", 6, 96_000, 0.5),
+  sample("float", 2, 44_100, 0.6),
+  sample("s24_3", 2, 48_000, 0.6),
 ];
 
 // ----------------------------------------------------------------- guest --
@@ -182,7 +128,7 @@ describe.skipIf(unavailable)(suite, () => {
       outputDisk: 4 << 20,
       timeoutMs: 100_000,
       payloadTimeoutMs: 60_000,
-      ...debug,
+      ...guestDebug,
     });
     timings.push(`${name}: ${describeBoot(r)}`);
     console.log(`${name}: ${describeBoot(r)}`);

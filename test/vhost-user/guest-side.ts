@@ -42,6 +42,7 @@ import {
   encodeQueryInfo,
 } from "../../src/spec/structs.js";
 import type { VringAddr } from "../../src/vhost-user/messages.js";
+export { signal } from "../signal.js";
 
 /** Guest-physical address of the first byte of guest RAM (non-zero, so address bugs show). */
 export const GUEST_BASE = 0x4000_0000;
@@ -342,17 +343,4 @@ export class GuestSide {
     }
     return out;
   }
-}
-
-/** A deterministic, non-repeating test signal. */
-export function signal(bytes: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
 }

@@ -6,15 +6,13 @@
  * daemon prints both summaries and exits 0.
  *
  * Skips, saying why, without QEMU >= 10 having vhost-user-snd-pci or without
- * the native addon; fails instead when VSND_REQUIRE_GUESTS=1.
+ * the native addon; fails instead when VSND_REQUIRE_GUESTS=1 (or VSND_REQUIRE_ALL=1).
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseWav } from "../../src/node/wav.js";
-import { VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
-import { nativeAvailable } from "../../src/vhost-user/native.js";
 import {
   CliDaemon,
   buildDistIfStale,
@@ -22,19 +20,18 @@ import {
   noise,
   playedExactly,
   wavFile,
+  vhostUserGuestProblem,
+  sample,
 } from "../guest-helpers/cli-daemon.js";
-import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
+import { type GuestImage, bootGuest, describeBoot, ensureGuest } from "../guest-helpers/qemu.js";
+import { missing } from "../guest-helpers/required-parts.js";
 
-const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
-const native = nativeAvailable();
-const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
-if (reason && process.env["VSND_REQUIRE_GUESTS"] === "1")
-  throw new Error(`VSND_REQUIRE_GUESTS=1 but the two-guest test cannot run: ${reason}`);
+const reason = vhostUserGuestProblem();
 const suite = `two real guests at once on one daemon${reason ? ` (skipped: ${reason})` : ""}`;
 
-const S16 = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48_000, seconds: 4, width: 2 };
+const S16 = sample("s16", 2, 48_000, 4);
 
-describe.skipIf(reason !== "")(suite, () => {
+describe.skipIf(missing("guests", reason))(suite, () => {
   let guest: GuestImage;
   let dir: string;
   let daemon: CliDaemon;

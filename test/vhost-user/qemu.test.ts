@@ -18,15 +18,13 @@ import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import type { StreamEvent } from "../../src/stream/pcm-stream.js";
 import type { LogEntry } from "../../src/vhost-user/backend.js";
 import { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
-import { nativeAvailable } from "../../src/vhost-user/native.js";
-import { type GuestImage, bootGuest, describeBoot, ensureGuest, findQemu } from "../guest-helpers/qemu.js";
+import { type GuestImage, bootGuest, describeBoot, ensureGuest } from "../guest-helpers/qemu.js";
 import { parseWav, sineWav } from "../guest-helpers/wav.js";
 import { signal } from "./guest-side.js";
 import { missing } from "../guest-helpers/required-parts.js";
+import { vhostUserGuestProblem, guestDebug } from "../guest-helpers/cli-daemon.js";
 
-const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
-const native = nativeAvailable();
-const reason = !qemu.ok ? qemu.reason : !native.ok ? native.reason : "";
+const reason = vhostUserGuestProblem();
 const name = `a real Linux guest on vhost-user-snd-pci${reason ? ` (skipped: ${reason})` : ""}`;
 
 const RATE = 48_000;
@@ -95,7 +93,7 @@ describe.skipIf(unavailable)(name, () => {
           outputDisk: 4 << 20,
           timeoutMs: 150_000,
           payloadTimeoutMs: 90_000,
-          ...(process.env["VSND_GUEST_DEBUG"] ? { onConsole: (s: string) => process.stdout.write(s) } : {}),
+          ...guestDebug,
         });
         const context =
           `${describeBoot(r)}\n--- console ---\n${r.console}\n--- stderr ---\n${r.stderr}\n` +

@@ -5,10 +5,9 @@
  * is the QEMU-like one of native-front-end.ts on a real Unix socket; the
  * daemon runs in this process on a virtual clock.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { runVhostUser, sessionTracePath } from "../../src/cli/vhost-user.js";
 import { readTraceFile } from "../../src/node/trace-file.js";
@@ -21,18 +20,13 @@ import {
 import { traceTxAudio } from "../../src/trace/live-replay.js";
 import { replayTrace } from "../../src/trace/replayer.js";
 import type { VhostUserDaemon } from "../../src/vhost-user/daemon.js";
-import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
 import { signal } from "./guest-side.js";
 import { capture } from "../cli/capture.js";
 import { NativeFrontEnd, until } from "./native-front-end.js";
-import { releasedAfterEach } from "./released-after-each.js";
+import { nativeSuite } from "./native-suite.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const status = nativeAvailable();
-const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
-const dir = mkdtempSync(join(tmpdir(), "virtio-snd-record-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup = releasedAfterEach();
+const { status, native, dir, cleanup } = nativeSuite("virtio-snd-record-");
 
 const PERIOD = 1920;
 const S16_48K_STEREO = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };

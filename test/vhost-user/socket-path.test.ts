@@ -6,36 +6,22 @@
  * daemon's own socket file is removed. close() is a promise, the daemon is
  * AsyncDisposable and closes when its AbortSignal aborts.
  */
-import {
-  lstatSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
-import { tmpdir } from "node:os";
+import { lstatSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import { EXIT_SOCKET_IN_USE, runVhostUser } from "../../src/cli/vhost-user.js";
 import { VirtioSndError } from "../../src/errors.js";
 import { VhostUserDaemon as ExportedDaemon } from "../../src/node/index.js";
 import { VhostUserDaemon, type VhostUserDaemonOptions } from "../../src/vhost-user/daemon.js";
-import { type NativeBinding, loadNative, nativeAvailable } from "../../src/vhost-user/native.js";
+import { type NativeBinding } from "../../src/vhost-user/native.js";
 import { capture } from "../cli/capture.js";
 import { NativeFrontEnd, sleep, until } from "./native-front-end.js";
-import { releasedAfterEach } from "./released-after-each.js";
+import { nativeSuite } from "./native-suite.js";
 import { missing } from "../guest-helpers/required-parts.js";
 
-const status = nativeAvailable();
-const native: NativeBinding | undefined = status.ok ? loadNative() : undefined;
-const dir = mkdtempSync(join(tmpdir(), "virtio-snd-socket-"));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup = releasedAfterEach();
+const { status, native, dir, cleanup } = nativeSuite("virtio-snd-socket-");
 
 const suiteName = status.ok ? "the socket path" : `the socket path (skipped: ${status.reason})`;
 

@@ -571,7 +571,9 @@ describe("PackedQueue base and layout", () => {
     const mem = new FlatMemory(new ArrayBuffer(0x1000), BASE);
     const f = { indirect: false, eventIdx: false };
     const ok = { size: 16, descAddr: BASE, driverAddr: BASE + 0x100, deviceAddr: BASE + 0x104 };
-    expect(() => new PackedQueue(mem, ok, f)).not.toThrow();
+    const fits = new PackedQueue(mem, ok, f);
+    expect(fits.size).toBe(16);
+    expect(fits.pop()).toBeNull(); // a zeroed ring offers nothing
     const bad: QueueLayout[] = [
       { ...ok, descAddr: BASE - 16 },
       { ...ok, descAddr: BASE + 0x1000 - 16 * 15 }, // last descriptor past the end
