@@ -103,7 +103,7 @@ describe("guest harness", () => {
   it("passes the payload time limit and extra kernel options", () => {
     const args = qemuArgs({ kernel: "k", payloadTimeoutMs: 2500, append: "vsnd.shell" }, "i");
     expect(args[args.indexOf("-append") + 1]).toBe(
-      "console=ttyS0 quiet loglevel=3 panic=-1 vsnd.timeout=3 vsnd.shell",
+      "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check vsnd.timeout=3 vsnd.shell",
     );
   });
 
@@ -111,7 +111,7 @@ describe("guest harness", () => {
     const args = qemuArgs({ kernel: "k", sharedMemory: true, devices: ["-device", "x"] }, "i", "d.img");
     expect(args.join(" ")).toBe(
       "-accel tcg -cpu max -m 512M -nographic -no-reboot -nic none -kernel k -initrd i " +
-        "-append console=ttyS0 quiet loglevel=3 panic=-1 " +
+        "-append console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check " +
         "-object memory-backend-memfd,id=mem,size=512M,share=on -machine memory-backend=mem " +
         "-drive file=d.img,format=raw,if=none,id=vsndout -device virtio-blk-pci,drive=vsndout,serial=vsnd-out " +
         "-device x",
