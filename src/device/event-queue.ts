@@ -24,7 +24,8 @@ export class EventQueue {
   constructor(
     private readonly queue: DeviceQueue,
     private readonly memory: () => GuestMemory,
-    private readonly markUsed: (queue: DeviceQueue) => void,
+    /** A buffer went back to the driver: an interrupt may be due. */
+    private readonly markUsed: () => void,
   ) {}
 
   /** The driver made buffers available: delivers waiting events into them. */
@@ -71,7 +72,7 @@ export class EventQueue {
       // §5.14.4: event buffers are write-only and at least 8 bytes; anything else goes back unused.
       if (chain.fault !== 0 || chain.readableCount > 0 || chain.writableBytes < VIRTIO_SND_EVENT_SIZE) {
         this.queue.push(chain, 0);
-        this.markUsed(this.queue);
+        this.markUsed();
         continue;
       }
       return chain;
@@ -89,6 +90,6 @@ export class EventQueue {
       if (!(err instanceof GuestMemoryError)) throw err;
     }
     this.queue.push(chain, written === VIRTIO_SND_EVENT_SIZE ? written : 0);
-    this.markUsed(this.queue);
+    this.markUsed();
   }
 }

@@ -16,7 +16,6 @@ import {
   VIRTIO_SND_VQ_EVENT,
 } from "../../src/spec/constants.js";
 import { SplitQueue } from "../../src/virtqueue/split-ring.js";
-import type { DeviceQueue } from "../../src/virtqueue/virtqueue.js";
 
 const FILL = 0xee;
 const RING_BASE = 0x1_0000;
@@ -40,11 +39,12 @@ function rig(size = 16) {
   const driver = new SplitDriverQueue({ mem, alloc: ringAlloc, size, eventIdx: false });
   const device = new SplitQueue(mem, driver.layout, { indirect: false, eventIdx: false });
   let memory = mem;
-  const marked: DeviceQueue[] = [];
+  /** How often the queue told the device an interrupt may be due. */
+  const marked = { count: 0 };
   const events = new EventQueue(
     device,
     () => memory,
-    (q) => marked.push(q),
+    () => marked.count++,
   );
   const addrs = new Map<number, Buf[]>();
   return {
@@ -106,8 +106,8 @@ describe("EventQueue", () => {
     expect(used.map((u) => [u.token, u.len])).toEqual([...bad.map((t) => [t, 0]), [good, 8]]);
     for (const u of used.slice(0, bad.length)) expect(u.bytes.every((b) => b === FILL)).toBe(true);
     expect(used.at(-1)!.bytes).toEqual(record(VIRTIO_SND_EVT_JACK_CONNECTED, 1));
-    expect(r.marked.length).toBeGreaterThan(0);
-    expect(r.marked.every((q) => q === r.device)).toBe(true);
+    // Every buffer given back, used or not, may need an interrupt: none is returned silently.
+    expect(r.marked.count).toBe(used.length);
   });
 
   it("fills a buffer split over descriptors, and only the first 8 bytes of a longer one", () => {
