@@ -3,7 +3,7 @@
  * (the driver model, a closed trace file, a second LiveReplay run, a bad
  * tone), and a scan of src/ for bare `throw new Error(...)`.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -16,17 +16,11 @@ import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_PCM_RATE_48000 } from "../../src/spe
 import { PackedDriverQueue } from "../../src/driver/packed-driver.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
 import { TraceFileWriter } from "../../src/node/trace-file.js";
+import { sourceFiles } from "./source-files.js";
 
 const SRC = join(import.meta.dirname, "../../src");
 const dir = mkdtempSync(join(tmpdir(), "virtio-snd-codes-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-function files(d: string): string[] {
-  return readdirSync(d).flatMap((name) => {
-    const p = join(d, name);
-    return statSync(p).isDirectory() ? files(p) : p.endsWith(".ts") ? [p] : [];
-  });
-}
 
 const codeOf = (f: () => unknown): unknown => {
   try {
@@ -79,7 +73,7 @@ describe("error codes", () => {
   });
 
   it("no module of src/ throws a bare Error", () => {
-    const bare = files(SRC).flatMap((f) =>
+    const bare = sourceFiles(SRC).flatMap((f) =>
       readFileSync(f, "utf8")
         .split("\n")
         .map((line, i) => [`${relative(SRC, f)}:${i + 1}`, line] as const)

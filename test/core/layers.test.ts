@@ -1,6 +1,7 @@
 import { readFileSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
+import { sourceFiles } from "./source-files.js";
 
 /**
  * One layer per folder, imports pointing down: a folder of src/ may import
@@ -29,13 +30,6 @@ const LAYERS = [
 const SRC = join(import.meta.dirname, "../../src");
 const IMPORT = /(?:import|export)\s[^;]*?from\s*["'](\.[^"']+)["']|import\s*\(\s*["'](\.[^"']+)["']\s*\)/g;
 
-function files(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    return statSync(p).isDirectory() ? files(p) : p.endsWith(".ts") ? [p] : [];
-  });
-}
-
 /** The layer a path under src/ belongs to: its top folder, or the file name for top-level files. */
 function layerOf(path: string): string {
   const rel = relative(SRC, path).split("/");
@@ -45,7 +39,7 @@ function layerOf(path: string): string {
 /** Every import from one layer into another: [from file, layer imported]. */
 function crossImports(): [string, string, string][] {
   const out: [string, string, string][] = [];
-  for (const file of files(SRC)) {
+  for (const file of sourceFiles(SRC)) {
     const from = layerOf(file);
     const text = readFileSync(file, "utf8");
     for (const m of text.matchAll(IMPORT)) {

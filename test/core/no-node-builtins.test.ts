@@ -2,6 +2,7 @@ import { readFileSync, readdirSync, statSync } from "node:fs";
 import { builtinModules } from "node:module";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { sourceFiles } from "./source-files.js";
 
 /**
  * The core must run in any JavaScript engine (a browser, an emulator's
@@ -25,13 +26,6 @@ const CORE_DIRS = [
 ];
 const NODE_DIRS = ["node", "vhost-user", "cli", "trace-node"];
 
-function files(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    return statSync(p).isDirectory() ? files(p) : p.endsWith(".ts") ? [p] : [];
-  });
-}
-
 const builtins = new Set(builtinModules.flatMap((m) => [m, `node:${m}`]));
 const IMPORT =
   /(?:import|export)\s[^;]*?from\s*["']([^"']+)["']|import\s*\(\s*["']([^"']+)["']\s*\)|require\s*\(\s*["']([^"']+)["']\s*\)/g;
@@ -41,7 +35,7 @@ function coreFiles(): string[] {
   const top = readdirSync(SRC);
   return [
     ...top.filter((n) => n.endsWith(".ts")).map((n) => join(SRC, n)),
-    ...CORE_DIRS.filter((d) => top.includes(d)).flatMap((d) => files(join(SRC, d))),
+    ...CORE_DIRS.filter((d) => top.includes(d)).flatMap((d) => sourceFiles(join(SRC, d))),
   ];
 }
 

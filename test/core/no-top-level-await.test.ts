@@ -1,7 +1,8 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import ts from "typescript";
 import { describe, expect, it } from "vitest";
+import { sourceFiles } from "./source-files.js";
 
 /**
  * `require("virtio-snd")` and `require("virtio-snd/node")` load the ESM build
@@ -10,13 +11,6 @@ import { describe, expect, it } from "vitest";
  * `for await` at the top level).
  */
 const SRC = join(import.meta.dirname, "../../src");
-
-function files(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    return statSync(p).isDirectory() ? files(p) : p.endsWith(".ts") ? [p] : [];
-  });
-}
 
 /** Line numbers of awaits outside any function body. */
 function topLevelAwaits(text: string, name = "x.ts"): number[] {
@@ -33,7 +27,7 @@ function topLevelAwaits(text: string, name = "x.ts"): number[] {
 }
 
 describe("no module uses top-level await (require(esm) must work)", () => {
-  it.each(files(SRC).map((f) => [relative(SRC, f), f]))("%s", (name, file) => {
+  it.each(sourceFiles(SRC).map((f) => [relative(SRC, f), f]))("%s", (name, file) => {
     expect(topLevelAwaits(readFileSync(file, "utf8"), name)).toEqual([]);
   });
 

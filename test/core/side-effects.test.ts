@@ -1,6 +1,7 @@
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { sourceFiles } from "./source-files.js";
 
 /**
  * package.json says which modules have side effects ("sideEffects"), so that
@@ -13,13 +14,6 @@ import { describe, expect, it } from "vitest";
  */
 const ROOT = join(import.meta.dirname, "../..");
 const SRC = join(ROOT, "src");
-
-function files(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const p = join(dir, name);
-    return statSync(p).isDirectory() ? files(p) : p.endsWith(".ts") ? [p] : [];
-  });
-}
 
 const TOP_LEVEL_EFFECT =
   /^(?!(?:if|for|while|switch|return|await|typeof|void|new)\b)[A-Za-z_$][\w$.]*\s*\(|^(?:globalThis|window|self)\b[\w$.[\]"']*\s*=[^=]/;
@@ -37,7 +31,7 @@ const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { si
 
 describe("the package's sideEffects", () => {
   it("lists exactly the modules with top-level effects, as their dist paths", () => {
-    const withEffects = files(SRC)
+    const withEffects = sourceFiles(SRC)
       .filter((f) => topLevelEffects(readFileSync(f, "utf8")).length > 0)
       .map((f) => `./dist/${relative(SRC, f).replace(/\.ts$/, ".js")}`)
       .sort();

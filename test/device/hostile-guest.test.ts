@@ -28,24 +28,13 @@ import { VirtioSndError } from "../../src/errors.js";
 import { VirtualClock } from "../../src/audio/clock.js";
 import { MemoryBackend } from "../../src/audio/memory-backend.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
+import { signal } from "../signal.js";
 
 const OK = VIRTIO_SND_S_OK;
 const S16 = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000, channels: 2 };
 const PERIOD = 1920;
 const PERIOD_NS = 10_000_000;
 const POLLING = 1 << VIRTIO_SND_PCM_F_MSG_POLLING;
-
-function pattern(n: number, seed: number): Uint8Array {
-  const b = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    b[i] = x & 0xff;
-  }
-  return b;
-}
 
 function guest(opts: ConstructorParameters<typeof SimulatedGuest>[0] = {}): SimulatedGuest {
   const g = new SimulatedGuest({ memorySize: 4 << 20, ...opts });
@@ -91,7 +80,7 @@ describe("host memory a guest field would size is bounded by the device's limits
       expect(g.setParams(id, { ...S16, bufferBytes: 4 * PERIOD, periodBytes: PERIOD })).toBe(OK);
       expect(g.prepare(id)).toBe(OK);
     }
-    const data = [pattern(2 * PERIOD, 1), pattern(2 * PERIOD, 2)];
+    const data = [signal(2 * PERIOD, 1), signal(2 * PERIOD, 2)];
     for (const id of [0, 1]) {
       tx(g, id, data[id]!.subarray(0, PERIOD));
       tx(g, id, data[id]!.subarray(PERIOD));
@@ -188,12 +177,12 @@ describe.each([false, true])("MSG_POLLING (packed %s)", (packed) => {
   it("RELEASE completes a message queued after the last tick, before it answers", () => {
     const g = pollingGuest();
     const done: Completion[] = [];
-    tx(g, 0, pattern(PERIOD, 3), (c) => done.push(c), false);
+    tx(g, 0, signal(PERIOD, 3), (c) => done.push(c), false);
     expect(g.start(0)).toBe(OK);
     g.clock.advance(2 * PERIOD_NS);
     expect(done.map((c) => c.status)).toEqual([OK]);
     // Queued without a kick after the voice's last tick: only the ring knows of it.
-    tx(g, 0, pattern(PERIOD, 4), (c) => done.push(c), false);
+    tx(g, 0, signal(PERIOD, 4), (c) => done.push(c), false);
     expect(g.stop(0)).toBe(OK);
     expect(g.release(0)).toBe(OK);
     expect(done.map((c) => c.status)).toEqual([OK, OK]);
@@ -209,14 +198,14 @@ describe.each([false, true])("MSG_POLLING (packed %s)", (packed) => {
   it("a bad message the poll completes raises its interrupt", () => {
     const g = pollingGuest();
     const done: Completion[] = [];
-    tx(g, 0, pattern(PERIOD, 5), (c) => done.push(c), false);
+    tx(g, 0, signal(PERIOD, 5), (c) => done.push(c), false);
     expect(g.start(0)).toBe(OK);
     g.clock.advance(2 * PERIOD_NS);
     expect(done.map((c) => c.status)).toEqual([OK]);
     const interrupts = g.interrupts[VIRTIO_SND_VQ_TX]!;
     // A message for a stream that does not exist, queued without a kick: the
     // next tick's poll answers it IO_ERR, and nothing else completes then.
-    tx(g, 7, pattern(PERIOD, 6), (c) => done.push(c), false);
+    tx(g, 7, signal(PERIOD, 6), (c) => done.push(c), false);
     g.clock.advance(2 * PERIOD_NS);
     expect(g.interrupts[VIRTIO_SND_VQ_TX]!).toBeGreaterThan(interrupts);
     expect(done.map((c) => c.status)).toEqual([OK, VIRTIO_SND_S_IO_ERR]);
@@ -231,7 +220,7 @@ describe.each([false, true])("a TX queue set up again while live (packed %s)", (
     expect(g.prepare(0)).toBe(OK);
     for (let round = 0; round < 20; round++) {
       // A prepared stream holds what it was given...
-      for (let k = 0; k < 3; k++) tx(g, 0, pattern(PERIOD, k));
+      for (let k = 0; k < 3; k++) tx(g, 0, signal(PERIOD, k));
       expect(g.device.streams[0]!.pendingCount).toBe(3);
       // ...and the embedder enables the queue again on a new ring.
       const opts = { mem: g.memory, alloc: g.alloc, size: 64, eventIdx: true };
@@ -253,10 +242,10 @@ describe("TX data that is not a whole number of frames", () => {
     expect(g.setParams(0, { ...S16, bufferBytes: 4 * PERIOD, periodBytes: PERIOD })).toBe(OK);
     expect(g.prepare(0)).toBe(OK);
     const done: Completion[] = [];
-    const a = pattern(PERIOD, 10);
-    const b = pattern(PERIOD, 11);
+    const a = signal(PERIOD, 10);
+    const b = signal(PERIOD, 11);
     tx(g, 0, a, (c) => done.push(c));
-    tx(g, 0, pattern(6, 12), (c) => done.push(c)); // one and a half S16 stereo frames
+    tx(g, 0, signal(6, 12), (c) => done.push(c)); // one and a half S16 stereo frames
     tx(g, 0, b, (c) => done.push(c));
     expect(g.start(0)).toBe(OK);
     g.clock.advance(3 * PERIOD_NS);
@@ -281,7 +270,7 @@ describe.each([false, true])("Linux's restore after suspend (packed %s)", (packe
     g.probe();
     // virtsnd_pcm_prepare for a stream that was not suspended: no SET_PARAMS.
     expect(g.prepare(0)).toBe(OK);
-    const data = pattern(2 * PERIOD, 20);
+    const data = signal(2 * PERIOD, 20);
     tx(g, 0, data.subarray(0, PERIOD));
     tx(g, 0, data.subarray(PERIOD));
     expect(g.start(0)).toBe(OK);
@@ -324,7 +313,7 @@ describe("one stream cannot take the queue's buffer budget from another", () => 
     const events = g.streamEvents.filter((e) => e.type === "dropped");
     expect(events.map((e) => e.streamId)).toEqual([1]);
     // Stream 0 plays as if nothing happened.
-    const data = pattern(4 * PERIOD, 30);
+    const data = signal(4 * PERIOD, 30);
     const done: Completion[] = [];
     for (let k = 0; k < 4; k++) tx(g, 0, data.subarray(k * PERIOD, (k + 1) * PERIOD), (c) => done.push(c));
     expect(g.start(0)).toBe(OK);

@@ -2,19 +2,7 @@ import { describe, expect, it } from "vitest";
 import { VIRTIO_SND_PCM_FMT_S16, VIRTIO_SND_S_OK } from "../../src/spec/constants.js";
 import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { play, record } from "../../src/driver/pcm-session.js";
-
-/** A deterministic, non-repeating test signal: every byte position is distinguishable. */
-function signal(bytes: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
+import { signal } from "../signal.js";
 
 const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const PERIOD_10MS = 1920; // 480 frames x 4 bytes

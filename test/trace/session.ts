@@ -8,24 +8,14 @@ import { SimulatedGuest } from "../../src/driver/simulated-guest.js";
 import { play, record } from "../../src/driver/pcm-session.js";
 import { VIRTIO_SND_PCM_FMT_S16 } from "../../src/spec/constants.js";
 import { MemoryTraceSink, TraceRecorder } from "../../src/trace/recorder.js";
+import { signal } from "../signal.js";
+
+export { signal };
 
 export const MS = 1_000_000;
 export const PERIOD = 1920; // 10 ms of 48 kHz S16 stereo
 const S16_STEREO_48K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 48000 as const, channels: 2 };
 const S16_MONO_44K = { format: VIRTIO_SND_PCM_FMT_S16, rate: 44100 as const, channels: 1 };
-
-/** A deterministic, non-repeating test signal. */
-export function signal(bytes: number, seed = 1): Uint8Array {
-  const out = new Uint8Array(bytes);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < bytes; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
 
 export interface RecordedSession {
   readonly text: string;
