@@ -160,7 +160,6 @@ async function main(): Promise<void> {
   const rows: {
     guests: number;
     rss: number[];
-    perGuest: number[];
     cpu: number[];
     ratio: number[];
     xruns: number;
@@ -169,7 +168,6 @@ async function main(): Promise<void> {
     const row = {
       guests,
       rss: [] as number[],
-      perGuest: [] as number[],
       cpu: [] as number[],
       ratio: [] as number[],
       xruns: 0,
@@ -179,27 +177,34 @@ async function main(): Promise<void> {
       const r = await runOne(n, guests, seconds, periodMs);
       const cPer = c === null ? NaN : c.cpu / c.periods;
       row.rss.push(r.playingRss);
-      row.perGuest.push((r.playingRss - r.idleRss) / guests);
       row.cpu.push(r.cpuPerStreamPeriod);
       row.ratio.push(r.cpuPerStreamPeriod / cPer);
       row.xruns += r.xruns;
       console.log(
         `${guests} guests, run ${run + 1}: RSS ${r.idleRss.toFixed(1)} MiB idle, ${r.playingRss.toFixed(1)} MiB playing ` +
-          `(${((r.playingRss - r.idleRss) / guests).toFixed(2)} MiB per guest); ` +
+          `; ` +
           `${(r.cpuPerStreamPeriod * 1e6).toFixed(0)} µs CPU per stream and period ` +
           `(C baseline ${(cPer * 1e6).toFixed(0)} µs, ratio ${(r.cpuPerStreamPeriod / cPer).toFixed(2)}), ${r.xruns} xruns`,
       );
     }
     rows.push(row);
   }
-  console.log("\nguests | RSS playing, MiB | per guest, MiB | µs CPU per stream-period | ratio to C | xruns");
+  // Each added guest: the median RSS playing over the first row's, per guest more than it had.
+  console.log(
+    "\nguests | RSS playing, MiB | per added guest, MiB | µs CPU per stream-period | ratio to C | xruns",
+  );
+  const first = rows[0]!;
   for (const r of rows) {
     const f = (xs: number[], k: number, digits: number): string => {
       const s = stats(xs.map((x) => x * k));
       return `${s.median.toFixed(digits)} (${s.min.toFixed(digits)}–${s.max.toFixed(digits)})`;
     };
+    const added =
+      r === first
+        ? "–"
+        : ((stats(r.rss).median - stats(first.rss).median) / (r.guests - first.guests)).toFixed(2);
     console.log(
-      `${r.guests} | ${f(r.rss, 1, 1)} | ${f(r.perGuest, 1, 2)} | ${f(r.cpu, 1e6, 0)} | ${f(r.ratio, 1, 2)} | ${r.xruns}`,
+      `${r.guests} | ${f(r.rss, 1, 1)} | ${added} | ${f(r.cpu, 1e6, 0)} | ${f(r.ratio, 1, 2)} | ${r.xruns}`,
     );
   }
 }
