@@ -19,9 +19,15 @@
  * node --cpu-prof --cpu-prof-dir <dir>. DAEMON_NODE_ARGS="--trace-gc ..." adds
  * node options to the child; DAEMON_CPU_THREADS=1 prints the child's pid, its
  * per-thread CPU and time slices, and its clock's arms and timer lateness.
+ * DAEMON_EXEC_PATH=<program> starts the child with another program in
+ * place of node (a wrapper that runs node under valgrind, say).
  * --empty-tick-baseline also runs, after the daemon, a Node process whose
  * only work is an empty tick of a timerfd per period: the floor of any Node
  * daemon here, printed beside the C one.
+ * --sessions N (default 1): one daemon serves N front-ends in turn, each
+ * connecting, probing, playing and leaving; the first session's figures
+ * (the daemon's code not yet compiled) and the last one's (a warm daemon, as
+ * one that has served guests before) are summarized apart.
  * --runs N (default 3) repeats each measurement; before each run the minimal C
  * daemon (bench/minimal-daemon.c, built with cc into the temporary folder)
  * plays the same stream, and the daemon's CPU per period is printed as a
@@ -103,13 +109,15 @@ interface Result {
   wallSeconds: number;
 }
 
+/** One daemon child serving `sessions` front-ends in turn; the figures of each session. */
 async function runOne(
   n: NativeBinding,
   backendKind: string,
   seconds: number,
   periodMs: number,
   profDir: string | null,
-): Promise<Result> {
+  sessions: number,
+): Promise<Result[]> {
   const dir = mkdtempSync(join(tmpdir(), "virtio-snd-cpu-"));
   const socketPath = join(dir, "snd.sock");
   const execArgv = [...CHILD_NODE_ARGS];
@@ -118,6 +126,7 @@ async function runOne(
   if (extra) execArgv.push(...extra.split(" "));
   const child = fork(CHILD, ["daemon", socketPath, backendKind, join(dir, "wav"), arg("clock", "native")], {
     execArgv,
+    execPath: process.env["DAEMON_EXEC_PATH"] ?? process.execPath,
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
   await new Promise<void>((resolve, reject) => {
@@ -127,7 +136,28 @@ async function runOne(
   const pid = child.pid!;
   if (process.env["DAEMON_CPU_THREADS"]) console.log(`daemon pid ${pid}`);
   try {
-    const released: (() => void)[] = [];
+    const results: Result[] = [];
+    for (let session = 0; session < sessions; session++)
+      results.push(await playSession(n, pid, socketPath, backendKind, seconds, periodMs));
+    return results;
+  } finally {
+    child.send("exit");
+    await new Promise((r) => child.once("exit", r));
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** One front-end's session with the daemon `pid`: connect, probe, play `seconds`, leave. */
+async function playSession(
+  n: NativeBinding,
+  pid: number,
+  socketPath: string,
+  backendKind: string,
+  seconds: number,
+  periodMs: number,
+): Promise<Result> {
+  const released: (() => void)[] = [];
+  try {
     const fe = new NativeFrontEnd(n, socketPath, released);
     await fe.connect("set");
     const g = fe.guest;
@@ -182,7 +212,6 @@ async function runOne(
     const wallSeconds = (performance.now() - t0) / 1000;
     await g.pcm("stop", 0);
     await g.pcm("release", 0);
-    for (const f of released.reverse()) f();
     return {
       backend: backendKind,
       periods: total,
@@ -196,9 +225,8 @@ async function runOne(
       wallSeconds,
     };
   } finally {
-    child.send("exit");
-    await new Promise((r) => child.once("exit", r));
-    rmSync(dir, { recursive: true, force: true });
+    // The front-end leaves: the daemon resets the device and takes the next connection.
+    for (const f of released.reverse()) f();
   }
 }
 
@@ -208,6 +236,7 @@ async function runEmptyTicks(periodMs: number, seconds: number): Promise<number>
   const periods = Math.round((seconds * 1000) / periodMs);
   const child = fork(CHILD, ["empty-tick", String(periodMs), String(periods)], {
     execArgv: CHILD_NODE_ARGS,
+    execPath: process.env["DAEMON_EXEC_PATH"] ?? process.execPath,
     stdio: ["ignore", "pipe", "inherit", "ipc"],
   });
   let out = "";
@@ -236,54 +265,72 @@ async function main(): Promise<void> {
   const kinds = which === "both" ? ["null", "wav"] : [which];
   const baseline = buildBaseline();
   const emptyTick = process.argv.includes("--empty-tick-baseline");
+  const sessions = Math.max(1, Number(arg("sessions", "1")));
   console.log(
-    `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ${runs} runs`,
+    `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ` +
+      `${runs} runs of ${sessions} session${sessions === 1 ? "" : "s"}`,
   );
   if (baseline === null) console.log("(no C compiler: the C baseline is left out)");
   for (const kind of kinds) {
-    const ratios: number[] = [];
-    const perPeriod: number[] = [];
+    // Per session number: the daemon's CPU per period and its ratio to the C baseline, over the runs.
+    const perPeriod: number[][] = Array.from({ length: sessions }, () => []);
+    const ratios: number[][] = Array.from({ length: sessions }, () => []);
     const cPerPeriod: number[] = [];
     const emptyPerPeriod: number[] = [];
     for (let run = 0; run < runs; run++) {
       // The baseline runs right before the daemon, so both see the same load.
       const c = baseline === null ? null : runBaseline(baseline, periodMs, seconds);
-      const r = await runOne(n, kind, seconds, periodMs, profDir);
-      const per = r.cpuSeconds / r.periods;
-      perPeriod.push(per);
-      let line =
-        `${kind.padEnd(5)} run ${run + 1}: ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
-        `${us(per)} µs CPU/period (user ${us(r.userSeconds / r.periods)}, sys ${us(r.systemSeconds / r.periods)}), ` +
-        `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
-        `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
-        `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+      const cPer = c === null ? null : c.cpu / c.periods;
+      if (c !== null && cPer !== null) {
+        cPerPeriod.push(cPer);
+        console.log(
+          `${kind.padEnd(5)} run ${run + 1}: C baseline ${us(cPer)} µs/period (${(c.wakeups / c.periods).toFixed(2)} wake-ups)`,
+        );
+      }
+      const results = await runOne(n, kind, seconds, periodMs, profDir, sessions);
+      results.forEach((r, i) => {
+        const per = r.cpuSeconds / r.periods;
+        perPeriod[i]!.push(per);
+        let line =
+          `${kind.padEnd(5)} run ${run + 1}, session ${i + 1}: ${r.periods} periods in ${r.wallSeconds.toFixed(2)} s: ` +
+          `${us(per)} µs CPU/period (user ${us(r.userSeconds / r.periods)}, sys ${us(r.systemSeconds / r.periods)}), ` +
+          `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
+          `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
+          `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+        if (cPer !== null) {
+          ratios[i]!.push(per / cPer);
+          line += `, ratio to C ${(per / cPer).toFixed(2)}`;
+        }
+        console.log(line);
+      });
       if (emptyTick) {
         const empty = await runEmptyTicks(periodMs, Math.min(seconds, 5));
         emptyPerPeriod.push(empty);
-        line += `; empty Node tick ${us(empty)} µs`;
+        console.log(`${kind.padEnd(5)} run ${run + 1}: empty Node tick ${us(empty)} µs`);
       }
-      if (c !== null) {
-        const cPer = c.cpu / c.periods;
-        cPerPeriod.push(cPer);
-        ratios.push(per / cPer);
-        line += `; C baseline ${us(cPer)} µs/period (${(c.wakeups / c.periods).toFixed(2)} wake-ups), ratio ${(per / cPer).toFixed(2)}`;
-      }
+    }
+    const range = (xs: number[], f: (x: number) => string): string => {
+      const q = stats(xs);
+      return `${f(q.median)} (${f(q.min)}–${f(q.max)})`;
+    };
+    const ratio = (x: number): string => x.toFixed(2);
+    if (cPerPeriod.length > 0)
+      console.log(`${kind.padEnd(5)} C baseline: median ${range(cPerPeriod, us)} µs/period`);
+    // The first session meets a daemon just started (its code not yet compiled); the last one a warm daemon.
+    const shown = sessions === 1 ? [0] : [0, sessions - 1];
+    for (const i of shown) {
+      const label =
+        sessions === 1 ? "" : i === 0 ? " first session (fresh daemon)" : ` session ${i + 1} (warm daemon)`;
+      let line = `${kind.padEnd(5)}${label}: median ${range(perPeriod[i]!, us)} µs CPU/period`;
+      if (ratios[i]!.length > 0) line += `, ratio to C ${range(ratios[i]!, ratio)}`;
       console.log(line);
     }
-    const p = stats(perPeriod);
-    let summary = `${kind.padEnd(5)} median ${us(p.median)} µs CPU/period (${us(p.min)}–${us(p.max)})`;
-    if (ratios.length > 0) {
-      const c = stats(cPerPeriod);
-      const q = stats(ratios);
-      summary +=
-        `, C baseline ${us(c.median)} µs (${us(c.min)}–${us(c.max)}), ` +
-        `ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
-    }
     if (emptyPerPeriod.length > 0 && cPerPeriod.length > 0) {
-      const q = stats(emptyPerPeriod.map((x, i) => x / cPerPeriod[i]!));
-      summary += `; empty Node tick ${us(stats(emptyPerPeriod).median)} µs, ratio ${q.median.toFixed(2)} (${q.min.toFixed(2)}–${q.max.toFixed(2)})`;
+      const q = emptyPerPeriod.map((x, i) => x / cPerPeriod[i]!);
+      console.log(
+        `${kind.padEnd(5)} empty Node tick: median ${range(emptyPerPeriod, us)} µs, ratio to C ${range(q, ratio)}`,
+      );
     }
-    console.log(summary);
   }
 }
 

@@ -191,41 +191,98 @@ export class GainBackend implements AudioBackend {
     const s = SAMPLE_FORMATS.get(params.format);
     // No linear samples to scale (DSD, IEC958 subframes): the stream passes as it is.
     if (s === undefined) return this.inner.openOutput(streamId, params, source);
-    const pos: Position = { channel: 0, partial: 0 };
-    return this.inner.openOutput(streamId, params, {
-      read: (dest, offset, length) => {
-        const n = source.read(dest, offset, length);
-        scaleStream(params, s, dest, offset, n, this.gain(streamId), pos);
-        return n;
-      },
-      ...(source.queuedBytes !== undefined ? { queuedBytes: () => source.queuedBytes!() } : {}),
-      fail: (error) => source.fail(error),
-    });
+    // The wrapper tells what is queued only when its source does (a voice reads differently without).
+    const scaled = hasQueuedBytes(source)
+      ? new ScaledQueuedSource(source, this, streamId, params, s)
+      : new ScaledSource(source, this, streamId, params, s);
+    return this.inner.openOutput(streamId, params, scaled);
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
     const s = SAMPLE_FORMATS.get(params.format);
     if (s === undefined) return this.inner.openInput(streamId, params, sink);
-    const pos: Position = { channel: 0, partial: 0 };
-    let scratch = new Uint8Array(0);
-    return this.inner.openInput(streamId, params, {
-      write: (src, offset, length) => {
-        const gains = this.gain(streamId);
-        if (isUnity(gains)) {
-          scaleStream(params, s, src, offset, length, gains, pos);
-          return sink.write(src, offset, length);
-        }
-        // The backend's buffer is its own: scale a copy.
-        if (scratch.length < length) scratch = new Uint8Array(length);
-        scratch.set(src.subarray(offset, offset + length));
-        scaleStream(params, s, scratch, 0, length, gains, pos);
-        return sink.write(scratch, 0, length);
-      },
-      fail: (error) => sink.fail(error),
-    });
+    return this.inner.openInput(streamId, params, new ScaledSink(sink, this, streamId, params, s));
   }
 
   close(): void {
     this.inner.close?.();
+  }
+}
+
+// Classes, not objects of closures: the voice's calls through them then reach the same functions
+// for every stream, so the JIT's code for one stream stays valid for the next.
+
+/** An output stream's source, scaled by the stream's gains as it is read. */
+class ScaledSource implements OutputSource {
+  private readonly pos: Position = { channel: 0, partial: 0 };
+
+  constructor(
+    private readonly source: OutputSource,
+    private readonly gains: GainBackend,
+    private readonly streamId: number,
+    private readonly params: PcmParams,
+    private readonly format: SampleFormat,
+  ) {}
+
+  read(dest: Uint8Array, offset: number, length: number): number {
+    const n = this.source.read(dest, offset, length);
+    scaleStream(this.params, this.format, dest, offset, n, this.gains.gain(this.streamId), this.pos);
+    return n;
+  }
+
+  fail(error: Error): void {
+    this.source.fail(error);
+  }
+}
+
+function hasQueuedBytes(source: OutputSource): source is OutputSource & { queuedBytes(): number } {
+  return source.queuedBytes !== undefined;
+}
+
+/** A ScaledSource whose source tells how many bytes are queued. */
+class ScaledQueuedSource extends ScaledSource {
+  constructor(
+    private readonly queued: OutputSource & { queuedBytes(): number },
+    gains: GainBackend,
+    streamId: number,
+    params: PcmParams,
+    format: SampleFormat,
+  ) {
+    super(queued, gains, streamId, params, format);
+  }
+
+  queuedBytes(): number {
+    return this.queued.queuedBytes();
+  }
+}
+
+/** An input stream's sink, given the captured audio scaled by the stream's gains. */
+class ScaledSink implements InputSink {
+  private readonly pos: Position = { channel: 0, partial: 0 };
+  private scratch = new Uint8Array(0);
+
+  constructor(
+    private readonly sink: InputSink,
+    private readonly gains: GainBackend,
+    private readonly streamId: number,
+    private readonly params: PcmParams,
+    private readonly format: SampleFormat,
+  ) {}
+
+  write(src: Uint8Array, offset: number, length: number): number {
+    const gains = this.gains.gain(this.streamId);
+    if (isUnity(gains)) {
+      scaleStream(this.params, this.format, src, offset, length, gains, this.pos);
+      return this.sink.write(src, offset, length);
+    }
+    // The backend's buffer is its own: scale a copy.
+    if (this.scratch.length < length) this.scratch = new Uint8Array(length);
+    this.scratch.set(src.subarray(offset, offset + length));
+    scaleStream(this.params, this.format, this.scratch, 0, length, gains, this.pos);
+    return this.sink.write(this.scratch, 0, length);
+  }
+
+  fail(error: Error): void {
+    this.sink.fail(error);
   }
 }

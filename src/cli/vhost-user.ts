@@ -332,32 +332,58 @@ class CommandBackend implements AudioBackend {
   openOutput(streamId: number, params: PcmParams, source: OutputSource): Voice {
     const t = this.tally(streamId, "output");
     const bits = frameBits(params.format, params.channels);
-    return this.output.openOutput(streamId, params, {
-      read: (dest, offset, length) => {
-        const n = source.read(dest, offset, length);
-        count(t, n, bits);
-        return n;
-      },
-      fail: (error) => source.fail(error),
-    });
+    return this.output.openOutput(streamId, params, new CountingSource(source, t, bits));
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
     const t = this.tally(streamId, "input");
     const bits = frameBits(params.format, params.channels);
-    const counting: InputSink = {
-      write: (src, offset, length) => {
-        const n = sink.write(src, offset, length);
-        count(t, n, bits);
-        return n;
-      },
-      fail: (error) => sink.fail(error),
-    };
-    return openCaptureVoice(this.input, this.clock, params, counting);
+    return openCaptureVoice(this.input, this.clock, params, new CountingSink(sink, t, bits));
   }
 
   close(): void {
     this.output.close?.();
+  }
+}
+
+// Classes, not objects of closures: the voice's calls through them then reach the same functions
+// for every stream, so the JIT's code for one stream stays valid for the next.
+
+/** An output stream's source, counting the frames it gives. */
+class CountingSource implements OutputSource {
+  constructor(
+    private readonly source: OutputSource,
+    private readonly tally: Tally,
+    private readonly frameBits: number,
+  ) {}
+
+  read(dest: Uint8Array, offset: number, length: number): number {
+    const n = this.source.read(dest, offset, length);
+    count(this.tally, n, this.frameBits);
+    return n;
+  }
+
+  fail(error: Error): void {
+    this.source.fail(error);
+  }
+}
+
+/** An input stream's sink, counting the frames it takes. */
+class CountingSink implements InputSink {
+  constructor(
+    private readonly sink: InputSink,
+    private readonly tally: Tally,
+    private readonly frameBits: number,
+  ) {}
+
+  write(src: Uint8Array, offset: number, length: number): number {
+    const n = this.sink.write(src, offset, length);
+    count(this.tally, n, this.frameBits);
+    return n;
+  }
+
+  fail(error: Error): void {
+    this.sink.fail(error);
   }
 }
 

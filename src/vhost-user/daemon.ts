@@ -13,7 +13,13 @@ import type { VirtioSound } from "../device/virtio-sound.js";
 import type { StreamEvent } from "../stream/pcm-stream.js";
 import { type LogEntry, VhostUserBackend, type VhostUserBackendOptions } from "./backend.js";
 import { type NativeBinding, isNativeSystemError, loadNative } from "./native.js";
-import { NativeListener, NativeTransport, type VhostTransport } from "./transport.js";
+import {
+  type MappedRegion,
+  NativeListener,
+  NativeTransport,
+  type VhostTransport,
+  type VhostTransportHandler,
+} from "./transport.js";
 
 export type { LogEntry } from "./backend.js";
 
@@ -274,44 +280,76 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
     // A front-end is one that speaks: a connection closed cleanly before its first message
     // (another daemon checking whether this socket is live) is neither announced nor mourned.
     this.spoke = false;
-    this.backend.attach(this.announcing(transport));
+    this.backend.attach(new AnnouncingTransport(transport, this));
   }
 
-  /** `transport`, with "connect" emitted at its first message. */
-  private announcing(transport: VhostTransport): VhostTransport {
-    return {
-      start: (handler) =>
-        transport.start({
-          message: (m) => {
-            if (!this.spoke) {
-              this.spoke = true;
-              this.emit("connect");
-            }
-            handler.message(m);
-          },
-          kick: (i) => handler.kick(i),
-          closed: (reason) => {
-            // Broken framing, an fd flood: a front-end that went wrong, announced as such.
-            if (!this.spoke && reason !== null) {
-              this.spoke = true;
-              this.emit("connect");
-            }
-            handler.closed(reason);
-          },
-        }),
-      send: (m) => transport.send(m),
-      watchKick: (i, f) => transport.watchKick(i, f),
-      unwatchKick: (i) => transport.unwatchKick(i),
-      signal: (f) => transport.signal(f),
-      map: (f, size, offset) => transport.map(f, size, offset),
-      closeFd: (f) => transport.closeFd(f),
-      close: () => transport.close(),
-    };
+  /** The front-end spoke for the first time: announce it (once per connection). */
+  announce(): void {
+    if (this.spoke) return;
+    this.spoke = true;
+    this.emit("connect");
   }
 
   private onDisconnect(reason: Error | null): void {
     if (this.spoke) this.emit("disconnect", reason);
     this.spoke = false;
     if (this.closing === null) this.listener.resume();
+  }
+}
+
+/**
+ * The connection's transport, with "connect" emitted at its first message. A
+ * class rather than an object of closures: the interrupt path (vrings → the
+ * transport's signal) then calls the same functions in every session, so the
+ * code the JIT optimized for one connection stays valid for the next.
+ */
+class AnnouncingTransport implements VhostTransport {
+  constructor(
+    private readonly inner: VhostTransport,
+    private readonly daemon: VhostUserDaemon,
+  ) {}
+
+  start(handler: VhostTransportHandler): void {
+    const daemon = this.daemon;
+    this.inner.start({
+      message: (m) => {
+        daemon.announce();
+        handler.message(m);
+      },
+      kick: (i) => handler.kick(i),
+      closed: (reason) => {
+        // Broken framing, an fd flood: a front-end that went wrong, announced as such.
+        if (reason !== null) daemon.announce();
+        handler.closed(reason);
+      },
+    });
+  }
+
+  send(message: Uint8Array): void {
+    this.inner.send(message);
+  }
+
+  watchKick(index: number, fd: number | null): void {
+    this.inner.watchKick(index, fd);
+  }
+
+  unwatchKick(index: number): void {
+    this.inner.unwatchKick(index);
+  }
+
+  signal(fd: number): boolean {
+    return this.inner.signal(fd);
+  }
+
+  map(fd: number, size: number, offset: number): MappedRegion {
+    return this.inner.map(fd, size, offset);
+  }
+
+  closeFd(fd: number): void {
+    this.inner.closeFd(fd);
+  }
+
+  close(): void {
+    this.inner.close();
   }
 }

@@ -213,6 +213,29 @@ describe("applyGain and GainBackend", () => {
     expect(readS16(captured)).toEqual([1000, -1001, 3, -3]);
   });
 
+  it("the scaled source tells what is queued only when its own source does, and passes failures on", () => {
+    const tap = new Tap();
+    const gain = new GainBackend(tap);
+    const failed: string[] = [];
+    gain.openOutput(0, params(C.VIRTIO_SND_PCM_FMT_S16, 2), {
+      read: () => 0,
+      queuedBytes: () => 4096,
+      fail: (e) => failed.push(e.message),
+    });
+    expect(tap.source!.queuedBytes?.()).toBe(4096);
+    tap.source!.fail(new Error("device gone"));
+    expect(failed).toEqual(["device gone"]);
+    gain.openOutput(1, params(C.VIRTIO_SND_PCM_FMT_S16, 2), sourceOf(new Uint8Array(8)));
+    // A voice that reads ahead plays differently when it cannot know: the wrapper must not pretend.
+    expect(tap.source!.queuedBytes).toBeUndefined();
+    gain.openInput(2, params(C.VIRTIO_SND_PCM_FMT_S16, 2, C.VIRTIO_SND_D_INPUT), {
+      write: () => 0,
+      fail: (e) => failed.push(`in: ${e.message}`),
+    });
+    tap.sink!.fail(new Error("source gone"));
+    expect(failed).toEqual(["device gone", "in: source gone"]);
+  });
+
   it("refuses a negative or non-finite gain; formats without linear samples pass unscaled", () => {
     const gain = new GainBackend(new Tap());
     expect(() => gain.setGain(0, [-1])).toThrow(expect.objectContaining({ code: "ERR_INVALID_CONFIG" }));
