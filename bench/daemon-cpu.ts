@@ -106,6 +106,8 @@ interface Result {
   switches: number;
   minorFaults: number;
   idleCpuPerSecond: number;
+  /** CPU seconds from before the front-end connected to the end of its probe (memory table, rings, control requests). */
+  setUpSeconds: number;
   wallSeconds: number;
 }
 
@@ -158,6 +160,7 @@ async function playSession(
 ): Promise<Result> {
   const released: (() => void)[] = [];
   try {
+    const setUp0 = cpuOf(pid);
     const fe = new NativeFrontEnd(n, socketPath, released);
     await fe.connect("set");
     const g = fe.guest;
@@ -166,6 +169,7 @@ async function playSession(
 
     // Idle: connected, nothing playing.
     await sleep(200);
+    const setUpSeconds = cpuOf(pid) - setUp0;
     let c0 = cpuOf(pid);
     let t0 = performance.now();
     await sleep(1000);
@@ -222,6 +226,7 @@ async function playSession(
       switches: p1.switches - p0.switches,
       minorFaults: p1.minorFaults - p0.minorFaults,
       idleCpuPerSecond,
+      setUpSeconds,
       wallSeconds,
     };
   } finally {
@@ -296,7 +301,7 @@ async function main(): Promise<void> {
           `${us(per)} µs CPU/period (user ${us(r.userSeconds / r.periods)}, sys ${us(r.systemSeconds / r.periods)}), ` +
           `${(r.cpuSeconds / r.audioSeconds).toFixed(4)} CPU s/audio s, ` +
           `${(r.switches / r.periods).toFixed(2)} wake-ups/period, ${(r.minorFaults / r.periods).toFixed(2)} faults/period, ` +
-          `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s`;
+          `idle ${(r.idleCpuPerSecond * 1000).toFixed(2)} ms CPU/s, set-up ${(r.setUpSeconds * 1000).toFixed(1)} ms CPU`;
         if (cPer !== null) {
           ratios[i]!.push(per / cPer);
           line += `, ratio to C ${(per / cPer).toFixed(2)}`;

@@ -4,8 +4,10 @@
  * Linux 6.12 guest under QEMU 10 (TCG) per session, which boots, probes the
  * card, plays an 8 s S16 stereo 48 kHz file with `aplay -D hw:0,0` and powers
  * off. "Session" is the daemon's CPU (all threads, schedstat) from before
- * QEMU starts until the daemon has seen the front-end leave; "playing" is
- * from its "stream 0 start" line to "stream 0 stop". Each session is run
+ * QEMU starts until the daemon has seen the front-end leave; "set-up" is the
+ * part of it until the guest first sets the stream's parameters (connection,
+ * memory table, rings, the driver's probe); "playing" is from its "stream 0
+ * start" line to "stream 0 stop". Each session is run
  * with aplay's default periods (125 ms here) and with 10 ms ones, --runs
  * times, alternating; before each session the minimal C daemon
  * (bench/minimal-daemon.c) plays 5 s at the same period, for the ratio.
@@ -99,12 +101,15 @@ await until(/listening on/, 0, 20_000);
 interface Row {
   mode: string;
   session: number;
+  /** CPU ms until the stream's parameters were set (connect, boot, probe). */
+  setUpMs: number;
   playing: number;
   periodUs: number;
   cUs: number;
   xruns: number;
 }
 const rows: Row[] = [];
+let c0 = 0;
 const modes = [
   { mode: "default periods", args: "" },
   { mode: "10 ms periods", args: " --period-time=10000 --buffer-time=40000" },
@@ -115,13 +120,16 @@ for (let run = 1; run <= RUNS; run++) {
     // aplay restarts the stream after an xrun: every start-stop window counts.
     let start = 0;
     let playing = 0;
+    // CPU until the guest first sets the stream's parameters: connecting, the guest's boot and probe.
+    let setUp = NaN;
     onLine = (line) => {
+      if (/stream 0 parameters set/.test(line) && Number.isNaN(setUp)) setUp = cpuOf(pid) - c0;
       if (/stream 0 start/.test(line)) start = cpuOf(pid);
       if (/stream 0 stop/.test(line)) playing += cpuOf(pid) - start;
     };
     const periodMs = m.args ? 10 : 125;
     const c = baseline === null ? null : runBaseline(baseline, periodMs, 5);
-    const c0 = cpuOf(pid);
+    c0 = cpuOf(pid);
     const r = await bootGuest({
       kernel: guest.kernel,
       initrd: guest.initrd,
@@ -144,6 +152,7 @@ for (let run = 1; run <= RUNS; run++) {
     const row: Row = {
       mode: `${m.mode} (${period / 4} frames)`,
       session: session / SECONDS,
+      setUpMs: setUp * 1000,
       playing: playing / SECONDS,
       periodUs: (playing / periods) * 1e6,
       cUs: c === null ? NaN : (c.cpu / c.periods) * 1e6,
@@ -151,7 +160,8 @@ for (let run = 1; run <= RUNS; run++) {
     };
     rows.push(row);
     console.log(
-      `run ${run}, ${row.mode}: session ${row.session.toFixed(4)} CPU s per audio s, playing ${row.playing.toFixed(4)}; ` +
+      `run ${run}, ${row.mode}: session ${row.session.toFixed(4)} CPU s per audio s, playing ${row.playing.toFixed(4)}, ` +
+        `set-up ${row.setUpMs.toFixed(1)} ms CPU; ` +
         `${row.periodUs.toFixed(0)} µs per period while playing (C baseline ${row.cUs.toFixed(0)} µs, ratio ` +
         `${(row.periodUs / row.cUs).toFixed(2)}); ${row.xruns} xruns; ${describeBoot(r)}`,
     );
@@ -161,21 +171,25 @@ child.kill("SIGTERM");
 await new Promise((r) => child.once("close", r));
 rmSync(dir, { recursive: true, force: true });
 
-const med = (xs: number[]): string => {
+const med = (xs: number[], digits = 4): string => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   const v = s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-  return `${v.toFixed(4)} (${s[0]!.toFixed(4)}–${s.at(-1)!.toFixed(4)})`;
+  return `${v.toFixed(digits)} (${s[0]!.toFixed(digits)}–${s.at(-1)!.toFixed(digits)})`;
 };
 console.log(`\nnode ${[...nodeArgs, bin].join(" ")}: QEMU ${qemu.version}, TCG; medians of ${RUNS} (range)`);
 console.log(
-  "| aplay periods | whole session, CPU s per audio s | while playing | µs per period / C baseline | xruns |",
+  "| aplay periods | whole session, CPU s per audio s | set-up, CPU ms | while playing | µs per period / C baseline | xruns |",
 );
-console.log("| --- | --- | --- | --- | --- |");
+console.log("| --- | --- | --- | --- | --- | --- |");
 for (const m of modes) {
   const rs = rows.filter((r) => r.mode.startsWith(m.mode));
   console.log(
-    `| ${rs[0]!.mode} | ${med(rs.map((r) => r.session))} | ${med(rs.map((r) => r.playing))} | ` +
+    `| ${rs[0]!.mode} | ${med(rs.map((r) => r.session))} | ${med(
+      rs.map((r) => r.setUpMs),
+      1,
+    )} | ` +
+      `${med(rs.map((r) => r.playing))} | ` +
       `${med(rs.map((r) => r.periodUs / r.cUs))} | ${rs.reduce((a, r) => a + r.xruns, 0)} |`,
   );
 }
