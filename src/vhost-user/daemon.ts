@@ -280,11 +280,11 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
     // A front-end is one that speaks: a connection closed cleanly before its first message
     // (another daemon checking whether this socket is live) is neither announced nor mourned.
     this.spoke = false;
-    this.backend.attach(new AnnouncingTransport(transport, this));
+    this.backend.attach(new AnnouncingTransport(transport, () => this.announce()));
   }
 
   /** The front-end spoke for the first time: announce it (once per connection). */
-  announce(): void {
+  private announce(): void {
     if (this.spoke) return;
     this.spoke = true;
     this.emit("connect");
@@ -306,20 +306,21 @@ export class VhostUserDaemon extends EventEmitter<VhostUserDaemonEvents> impleme
 class AnnouncingTransport implements VhostTransport {
   constructor(
     private readonly inner: VhostTransport,
-    private readonly daemon: VhostUserDaemon,
+    /** Announces the front-end (once per connection). */
+    private readonly announce: () => void,
   ) {}
 
   start(handler: VhostTransportHandler): void {
-    const daemon = this.daemon;
+    const announce = this.announce;
     this.inner.start({
       message: (m) => {
-        daemon.announce();
+        announce();
         handler.message(m);
       },
       kick: (i) => handler.kick(i),
       closed: (reason) => {
         // Broken framing, an fd flood: a front-end that went wrong, announced as such.
-        if (reason !== null) daemon.announce();
+        if (reason !== null) announce();
         handler.closed(reason);
       },
     });
