@@ -192,16 +192,21 @@ export class GainBackend implements AudioBackend {
     // No linear samples to scale (DSD, IEC958 subframes): the stream passes as it is.
     if (s === undefined) return this.inner.openOutput(streamId, params, source);
     // The wrapper tells what is queued only when its source does (a voice reads differently without).
+    const scaler = new StreamScaler(this, streamId, params, s);
     const scaled = hasQueuedBytes(source)
-      ? new ScaledQueuedSource(source, this, streamId, params, s)
-      : new ScaledSource(source, this, streamId, params, s);
+      ? new ScaledQueuedSource(source, scaler)
+      : new ScaledSource(source, scaler);
     return this.inner.openOutput(streamId, params, scaled);
   }
 
   openInput(streamId: number, params: PcmParams, sink: InputSink): Voice {
     const s = SAMPLE_FORMATS.get(params.format);
     if (s === undefined) return this.inner.openInput(streamId, params, sink);
-    return this.inner.openInput(streamId, params, new ScaledSink(sink, this, streamId, params, s));
+    return this.inner.openInput(
+      streamId,
+      params,
+      new ScaledSink(sink, new StreamScaler(this, streamId, params, s)),
+    );
   }
 
   close(): void {
@@ -212,21 +217,38 @@ export class GainBackend implements AudioBackend {
 // Classes, not objects of closures: the voice's calls through them then reach the same functions
 // for every stream, so the JIT's code for one stream stays valid for the next.
 
-/** An output stream's source, scaled by the stream's gains as it is read. */
-class ScaledSource implements OutputSource {
+/** One stream's scaling: its format, its gains as last set, and where in a frame the bytes are. */
+class StreamScaler {
   private readonly pos: Position = { channel: 0, partial: 0 };
 
   constructor(
-    private readonly source: OutputSource,
-    private readonly gains: GainBackend,
+    private readonly backend: GainBackend,
     private readonly streamId: number,
     private readonly params: PcmParams,
     private readonly format: SampleFormat,
   ) {}
 
+  /** The stream's gains now. */
+  gains(): readonly number[] {
+    return this.backend.gain(this.streamId);
+  }
+
+  /** Scales the next `length` bytes of the stream, in bytes[offset...]. */
+  scale(bytes: Uint8Array, offset: number, length: number, gains: readonly number[]): void {
+    scaleStream(this.params, this.format, bytes, offset, length, gains, this.pos);
+  }
+}
+
+/** An output stream's source, scaled as it is read. */
+class ScaledSource implements OutputSource {
+  constructor(
+    private readonly source: OutputSource,
+    private readonly scaler: StreamScaler,
+  ) {}
+
   read(dest: Uint8Array, offset: number, length: number): number {
     const n = this.source.read(dest, offset, length);
-    scaleStream(this.params, this.format, dest, offset, n, this.gains.gain(this.streamId), this.pos);
+    this.scaler.scale(dest, offset, n, this.scaler.gains());
     return n;
   }
 
@@ -243,12 +265,9 @@ function hasQueuedBytes(source: OutputSource): source is OutputSource & { queued
 class ScaledQueuedSource extends ScaledSource {
   constructor(
     private readonly queued: OutputSource & { queuedBytes(): number },
-    gains: GainBackend,
-    streamId: number,
-    params: PcmParams,
-    format: SampleFormat,
+    scaler: StreamScaler,
   ) {
-    super(queued, gains, streamId, params, format);
+    super(queued, scaler);
   }
 
   queuedBytes(): number {
@@ -256,29 +275,25 @@ class ScaledQueuedSource extends ScaledSource {
   }
 }
 
-/** An input stream's sink, given the captured audio scaled by the stream's gains. */
+/** An input stream's sink, given the captured audio scaled. */
 class ScaledSink implements InputSink {
-  private readonly pos: Position = { channel: 0, partial: 0 };
   private scratch = new Uint8Array(0);
 
   constructor(
     private readonly sink: InputSink,
-    private readonly gains: GainBackend,
-    private readonly streamId: number,
-    private readonly params: PcmParams,
-    private readonly format: SampleFormat,
+    private readonly scaler: StreamScaler,
   ) {}
 
   write(src: Uint8Array, offset: number, length: number): number {
-    const gains = this.gains.gain(this.streamId);
+    const gains = this.scaler.gains();
     if (isUnity(gains)) {
-      scaleStream(this.params, this.format, src, offset, length, gains, this.pos);
+      this.scaler.scale(src, offset, length, gains);
       return this.sink.write(src, offset, length);
     }
     // The backend's buffer is its own: scale a copy.
     if (this.scratch.length < length) this.scratch = new Uint8Array(length);
     this.scratch.set(src.subarray(offset, offset + length));
-    scaleStream(this.params, this.format, this.scratch, 0, length, gains, this.pos);
+    this.scaler.scale(this.scratch, 0, length, gains);
     return this.sink.write(this.scratch, 0, length);
   }
 
