@@ -17,7 +17,7 @@ export {
 export type { GuestMemory } from "./memory/guest-memory.js";
 export { isSafeUint } from "./memory/guest-memory.js";
 export { FlatMemory } from "./memory/flat-memory.js";
-export { RegionMemory, type MemoryRegion } from "./memory/region-memory.js";
+export { RegionMemory, type MemoryRegion, type WindowedRegion } from "./memory/region-memory.js";
 export { Chain, ChainFault, readFromChain, writeToChain } from "./virtqueue/chain.js";
 export type { DeviceQueue, QueueLayout, RingFeatures } from "./virtqueue/virtqueue.js";
 export { SplitQueue } from "./virtqueue/split-ring.js";

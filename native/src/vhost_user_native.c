@@ -763,8 +763,9 @@ static void on_wrap_gone(napi_env env, void* data, void* hint) {
   mapping_maybe_free(m);
 }
 
-/* mmap(fd, size, offset): MAP_SHARED, read-write, as an external ArrayBuffer. */
-static napi_value js_mmap(napi_env env, napi_callback_info info) {
+/* mmap(fd, size, offset) from JavaScript arguments: checked, MAP_SHARED,
+ * read-write. NULL (with an exception pending) on failure. */
+static void* map_from_args(napi_env env, napi_callback_info info, size_t* length) {
   napi_value argv[3];
   int fd;
   int64_t size, offset;
@@ -802,6 +803,15 @@ static napi_value js_mmap(napi_env env, napi_callback_info info) {
     throw_errno(env, errno, "mmap", NULL);
     return NULL;
   }
+  *length = (size_t)size;
+  return addr;
+}
+
+/* mmap(fd, size, offset): MAP_SHARED, read-write, as an external ArrayBuffer. */
+static napi_value js_mmap(napi_env env, napi_callback_info info) {
+  size_t size;
+  void* addr = map_from_args(env, info, &size);
+  if (addr == NULL) return NULL;
   mapping_t* m = (mapping_t*)calloc(1, sizeof *m);
   if (m == NULL) {
     munmap(addr, (size_t)size);
@@ -878,6 +888,189 @@ static napi_value js_munmap(napi_env env, napi_callback_info info) {
       return NULL;
     }
   }
+  return undefined(env);
+}
+
+/* ------------------------------------------------------------------------ */
+/* mmapRegion: one mapping, ArrayBuffers over windows of it made on demand   */
+/* ------------------------------------------------------------------------ */
+
+/* V8 counts every ArrayBuffer's length as external memory and answers a large
+ * jump (the whole of guest RAM, mapped as one buffer) with a full garbage
+ * collection. A region mapped once, with buffers only over the windows the
+ * device touches, keeps that count to what is used. */
+
+static const napi_type_tag REGION_TAG = {0x76697274696f736eULL, 0x64726567696f6e73ULL};
+
+typedef struct region_s region_t;
+
+typedef struct {
+  region_t* region;
+  napi_ref ref;    /* weak: the window's ArrayBuffer, to detach it at unmap */
+  bool store_gone; /* its backing store was freed (finalizer ran) */
+  bool ours_gone;  /* detached by munmapRegion: its memory is no longer reachable */
+} window_t;
+
+struct region_s {
+  void* addr;
+  size_t length;
+  window_t** windows;
+  size_t count, cap;
+  bool unmap_requested;
+  bool unmapped;
+  bool handle_gone;
+};
+
+/* Unmaps once asked to and no window's memory can still be reached. */
+static void region_settle(region_t* r) {
+  if (r->unmap_requested && !r->unmapped) {
+    for (size_t i = 0; i < r->count; i++) {
+      window_t* w = r->windows[i];
+      if (!w->store_gone && !w->ours_gone) return;
+    }
+    munmap(r->addr, r->length);
+    r->unmapped = true;
+  }
+  if (!r->unmapped || !r->handle_gone) return;
+  for (size_t i = 0; i < r->count; i++) {
+    if (!r->windows[i]->store_gone) return; /* its finalizer still points at r */
+  }
+  for (size_t i = 0; i < r->count; i++) free(r->windows[i]);
+  free(r->windows);
+  free(r);
+}
+
+static void on_window_store_free(napi_env env, void* data, void* hint) {
+  window_t* w = (window_t*)hint;
+  w->store_gone = true;
+  region_settle(w->region);
+}
+
+/* Detaches every window still in JavaScript's hands and drops the references. */
+static void region_release_windows(napi_env env, region_t* r, bool detach) {
+  for (size_t i = 0; i < r->count; i++) {
+    window_t* w = r->windows[i];
+    if (w->ref == NULL) continue;
+    napi_value ab = NULL;
+    if (detach && napi_get_reference_value(env, w->ref, &ab) == napi_ok && ab != NULL) {
+      bool detached = true;
+      napi_is_detached_arraybuffer(env, ab, &detached);
+      /* Detached by someone else (moved to a worker): the memory lives on
+       * there until its backing store is freed; wait for that. */
+      if (!detached && napi_detach_arraybuffer(env, ab) == napi_ok) w->ours_gone = true;
+    }
+    napi_delete_reference(env, w->ref);
+    w->ref = NULL;
+  }
+}
+
+static void on_region_handle_gone(napi_env env, void* data, void* hint) {
+  region_t* r = (region_t*)data;
+  /* Nothing can make more windows; the ones alive keep the memory mapped. */
+  region_release_windows(env, r, false);
+  r->unmap_requested = true;
+  r->handle_gone = true;
+  region_settle(r);
+}
+
+static region_t* get_region(napi_env env, napi_value v) {
+  bool ours = false;
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_object) napi_check_object_type_tag(env, v, &REGION_TAG, &ours);
+  if (!ours) {
+    throw_type(env, "region", "a region returned by mmapRegion()");
+    return NULL;
+  }
+  void* data = NULL;
+  if (napi_unwrap(env, v, &data) != napi_ok || data == NULL) {
+    throw_napi_failure(env, "napi_unwrap");
+    return NULL;
+  }
+  return (region_t*)data;
+}
+
+/* mmapRegion(fd, size, offset): the mapping, as an opaque handle. */
+static napi_value js_mmap_region(napi_env env, napi_callback_info info) {
+  size_t size;
+  void* addr = map_from_args(env, info, &size);
+  if (addr == NULL) return NULL;
+  region_t* r = (region_t*)calloc(1, sizeof *r);
+  napi_value handle;
+  if (r == NULL) {
+    munmap(addr, size);
+    throw_errno(env, ENOMEM, "mmap", NULL);
+    return NULL;
+  }
+  r->addr = addr;
+  r->length = size;
+  if (napi_create_object(env, &handle) != napi_ok || napi_type_tag_object(env, handle, &REGION_TAG) != napi_ok ||
+      napi_wrap(env, handle, r, on_region_handle_gone, NULL, NULL) != napi_ok) {
+    munmap(addr, size);
+    free(r);
+    throw_napi_failure(env, "mmapRegion: napi_wrap");
+    return NULL;
+  }
+  return handle;
+}
+
+/* mmapWindow(region, offset, length): an ArrayBuffer over those bytes of it. */
+static napi_value js_mmap_window(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int64_t offset, length;
+  if (!get_args(env, info, 3, argv, NULL)) return NULL;
+  region_t* r = get_region(env, argv[0]);
+  if (r == NULL) return NULL;
+  if (r->unmap_requested) {
+    throw_errno(env, EINVAL, "mmapWindow", "(the region is unmapped)");
+    return NULL;
+  }
+  if (!get_integer(env, argv[1], "offset", 0, (double)r->length - 1, &offset)) return NULL;
+  if (!get_integer(env, argv[2], "length", 1, (double)(r->length - (size_t)offset), &length)) return NULL;
+  if (r->count == r->cap) {
+    size_t cap = r->cap == 0 ? 16 : r->cap * 2;
+    window_t** grown = (window_t**)realloc(r->windows, cap * sizeof *grown);
+    if (grown == NULL) {
+      throw_errno(env, ENOMEM, "mmapWindow", NULL);
+      return NULL;
+    }
+    r->windows = grown;
+    r->cap = cap;
+  }
+  window_t* w = (window_t*)calloc(1, sizeof *w);
+  if (w == NULL) {
+    throw_errno(env, ENOMEM, "mmapWindow", NULL);
+    return NULL;
+  }
+  w->region = r;
+  napi_value ab;
+  if (napi_create_external_arraybuffer(env, (char*)r->addr + offset, (size_t)length, on_window_store_free, w, &ab) !=
+      napi_ok) {
+    free(w);
+    throw_napi_failure(env, "mmapWindow: napi_create_external_arraybuffer");
+    return NULL;
+  }
+  r->windows[r->count++] = w;
+  if (napi_create_reference(env, ab, 0, &w->ref) != napi_ok) {
+    /* Without a reference it could not be detached at unmap: never hand it out. */
+    w->ref = NULL;
+    napi_detach_arraybuffer(env, ab);
+    w->ours_gone = true;
+    throw_napi_failure(env, "mmapWindow: napi_create_reference");
+    return NULL;
+  }
+  return ab;
+}
+
+/* munmapRegion(region): detaches every window, then unmaps. Idempotent. */
+static napi_value js_munmap_region(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  region_t* r = get_region(env, argv[0]);
+  if (r == NULL) return NULL;
+  if (r->unmap_requested) return undefined(env);
+  region_release_windows(env, r, true);
+  r->unmap_requested = true;
+  region_settle(r);
   return undefined(env);
 }
 
@@ -1025,6 +1218,9 @@ NAPI_MODULE_INIT() {
       {"poll", NULL, js_poll, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mmap", NULL, js_mmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"munmap", NULL, js_munmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mmapRegion", NULL, js_mmap_region, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mmapWindow", NULL, js_mmap_window, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"munmapRegion", NULL, js_munmap_region, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfd", NULL, js_eventfd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdRead", NULL, js_eventfd_read, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfdWrite", NULL, js_eventfd_write, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -9,7 +9,27 @@ export interface MemoryRegion {
   readonly bytes: Uint8Array;
 }
 
-interface Region {
+/**
+ * A region whose host bytes are asked for a window at a time, when an access
+ * first touches it: a host that pays for every byte it exposes (V8 counts
+ * each ArrayBuffer's length as external memory and collects garbage when
+ * that jumps) exposes only the windows the device uses.
+ */
+export interface WindowedRegion {
+  /** Guest-physical address of the region's first byte. */
+  readonly guestAddr: number;
+  readonly length: number;
+  /** Bytes per window (the last may be shorter); a positive integer. */
+  readonly windowBytes: number;
+  /**
+   * The bytes [offset, offset + length) of the region. May throw: the access
+   * that needed the window then fails as one outside guest memory.
+   */
+  window(offset: number, length: number): Uint8Array;
+}
+
+/** Bytes of one region, or of one window of a windowed region, as accesses use them. */
+interface Window {
   start: number;
   end: number;
   bytes: Uint8Array;
@@ -17,49 +37,79 @@ interface Region {
   views: ViewCache;
 }
 
+interface Region {
+  start: number;
+  end: number;
+  windowBytes: number;
+  /** Made on first use (a windowed region), or the one window of a plain region. */
+  windows: (Window | undefined)[];
+  source: WindowedRegion | null;
+}
+
+function windowOver(start: number, bytes: Uint8Array): Window {
+  return {
+    start,
+    end: start + bytes.byteLength,
+    bytes,
+    dv: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+    views: new ViewCache(bytes),
+  };
+}
+
 /**
  * Guest memory made of several regions, as a memory table describes it
  * (RAM below and above a PCI hole, hot-plugged slots, vhost-user regions).
- * An access that crosses from one region into an adjacent one is split;
- * an access that touches a hole fails as a whole.
+ * An access that crosses from one region (or window) into an adjacent one is
+ * split; an access that touches a hole fails as a whole.
  */
 export class RegionMemory implements GuestMemory {
   private regions: Region[] = [];
-  /** Index of the region that served the last access: ring accesses cluster. */
-  private last = 0;
+  /** The window that served the last access: ring accesses cluster. */
+  private last: Window | null = null;
 
-  constructor(regions: readonly MemoryRegion[] = []) {
+  constructor(regions: readonly (MemoryRegion | WindowedRegion)[] = []) {
     for (const r of regions) this.add(r);
   }
 
   /** Adds a region; it must not overlap an existing one. */
-  add(region: MemoryRegion): void {
+  add(region: MemoryRegion | WindowedRegion): void {
     const start = region.guestAddr;
-    const end = start + region.bytes.byteLength;
+    const windowed = "window" in region;
+    const length = windowed ? region.length : region.bytes.byteLength;
+    const end = start + length;
     if (!isSafeUint(start) || !isSafeUint(end)) {
       throw new VirtioSndError(
         "ERR_INVALID_CONFIG",
         `memory region at ${start} is outside the address space`,
       );
     }
+    if (windowed && (!Number.isSafeInteger(region.windowBytes) || region.windowBytes < 1)) {
+      throw new VirtioSndError(
+        "ERR_INVALID_CONFIG",
+        `memory region windows must be a positive number of bytes, not ${region.windowBytes}`,
+      );
+    }
     for (const r of this.regions) {
       if (start < r.end && r.start < end) {
         throw new VirtioSndError(
           "ERR_INVALID_CONFIG",
-          `memory region 0x${start.toString(16)}+0x${region.bytes.byteLength.toString(16)} overlaps another`,
+          `memory region 0x${start.toString(16)}+0x${length.toString(16)} overlaps another`,
         );
       }
     }
-    const b = region.bytes;
-    this.regions.push({
-      start,
-      end,
-      bytes: b,
-      dv: new DataView(b.buffer, b.byteOffset, b.byteLength),
-      views: new ViewCache(b),
-    });
+    this.regions.push(
+      windowed
+        ? { start, end, windowBytes: region.windowBytes, windows: [], source: region }
+        : {
+            start,
+            end,
+            windowBytes: Math.max(1, length),
+            windows: [windowOver(start, region.bytes)],
+            source: null,
+          },
+    );
     this.regions.sort((a, c) => a.start - c.start);
-    this.last = 0;
+    this.last = null;
   }
 
   /** Removes the region that starts at `guestAddr`; returns whether one did. */
@@ -67,7 +117,7 @@ export class RegionMemory implements GuestMemory {
     const i = this.regions.findIndex((r) => r.start === guestAddr);
     if (i < 0) return false;
     this.regions.splice(i, 1);
-    this.last = 0;
+    this.last = null;
     return true;
   }
 
@@ -75,17 +125,44 @@ export class RegionMemory implements GuestMemory {
     return this.regions.length;
   }
 
-  private find(addr: number): Region | undefined {
-    const cached = this.regions[this.last];
-    if (cached !== undefined && addr >= cached.start && addr < cached.end) return cached;
+  /** Windows made so far, over every region (a plain region is one). */
+  get windowCount(): number {
+    let n = 0;
+    for (const r of this.regions) for (const w of r.windows) if (w !== undefined) n++;
+    return n;
+  }
+
+  private find(addr: number): Window | undefined {
+    const cached = this.last;
+    if (cached !== null && addr >= cached.start && addr < cached.end) return cached;
     for (let i = 0; i < this.regions.length; i++) {
       const r = this.regions[i]!;
       if (addr >= r.start && addr < r.end) {
-        this.last = i;
-        return r;
+        const w = this.windowAt(r, addr);
+        if (w !== undefined) this.last = w;
+        return w;
       }
     }
     return undefined;
+  }
+
+  private windowAt(r: Region, addr: number): Window | undefined {
+    const index = Math.floor((addr - r.start) / r.windowBytes);
+    const w = r.windows[index];
+    if (w !== undefined || r.source === null) return w;
+    const offset = index * r.windowBytes;
+    const length = Math.min(r.windowBytes, r.end - r.start - offset);
+    let bytes: Uint8Array;
+    try {
+      bytes = r.source.window(offset, length);
+    } catch {
+      return undefined;
+    }
+    // A window shorter than asked (a host that could not give it all) is never trusted.
+    if (bytes.byteLength !== length) return undefined;
+    const made = windowOver(r.start + offset, bytes);
+    r.windows[index] = made;
+    return made;
   }
 
   contains(addr: number, length: number): boolean {
@@ -102,7 +179,7 @@ export class RegionMemory implements GuestMemory {
   }
 
   /** The region holding all of [addr, addr+length), or throws. */
-  private single(addr: number, length: number): Region | undefined {
+  private single(addr: number, length: number): Window | undefined {
     if (!isSafeUint(addr)) throw new GuestMemoryError(addr, length);
     const r = this.find(addr);
     if (r === undefined) throw new GuestMemoryError(addr, length);

@@ -17,6 +17,20 @@ import type { MappedRegion, VhostTransport } from "./transport.js";
 
 /** Regions are mapped in pieces of at most this size by default: a typed array cannot be longer than 4 GiB. */
 const MAP_CHUNK = 1 << 30;
+/**
+ * Guest memory is exposed to the device in windows of this size, each made
+ * when an access first touches it (a driver's rings and buffers touch a few);
+ * larger ones for a region that would otherwise have more than MAX_WINDOWS.
+ */
+const WINDOW_BYTES = 1 << 20;
+const MAX_WINDOWS = 4096;
+
+/** The window size for a mapping of `size` bytes: a power of two from WINDOW_BYTES. */
+export function windowBytesFor(size: number): number {
+  let w = WINDOW_BYTES;
+  while (w * MAX_WINDOWS < size) w *= 2;
+  return w;
+}
 
 /** A region's addresses, checked and in numbers. */
 interface RegionSpan {
@@ -189,8 +203,13 @@ export class MemoryTable {
   private install(region: Region): void {
     let addr = region.guestAddr;
     for (const m of region.maps) {
-      this.memory.add({ guestAddr: addr, bytes: m.bytes });
-      addr += m.bytes.length;
+      this.memory.add({
+        guestAddr: addr,
+        length: m.length,
+        windowBytes: windowBytesFor(m.length),
+        window: (offset, length) => m.window(offset, length),
+      });
+      addr += m.length;
     }
     this.regions.push(region);
   }
@@ -199,7 +218,7 @@ export class MemoryTable {
     let addr = region.guestAddr;
     for (const m of region.maps) {
       this.memory.remove(addr);
-      addr += m.bytes.length;
+      addr += m.length;
       m.unmap();
     }
     this.regions = this.regions.filter((r) => r !== region);

@@ -29,6 +29,8 @@ export class MockTransport implements VhostTransport {
   badCloses = 0;
   /** Mappings made and not yet unmapped. */
   liveMappings = 0;
+  /** Windows of mappings handed out (guest memory is exposed a window at a time, when first touched). */
+  windowsMade = 0;
   /** Set once the connection is closed (by either side). */
   closed = false;
   closeReason: Error | null = null;
@@ -177,17 +179,20 @@ export class MockTransport implements VhostTransport {
         "ERR_BACKEND",
         `cannot map ${size} bytes at ${offset}: past the end of the file`,
       );
-    let bytes = new Uint8Array(file.buffer, offset, size);
+    const buffer = file.buffer;
     let mapped = true;
     this.liveMappings++;
     return {
-      get bytes() {
-        return bytes;
+      length: size,
+      window: (o: number, length: number) => {
+        if (!mapped || o < 0 || length < 1 || o + length > size)
+          throw new VirtioSndError("ERR_BACKEND", `no window ${o}+${length} of this mapping`);
+        this.windowsMade++;
+        return new Uint8Array(buffer, offset + o, length);
       },
       unmap: () => {
         if (!mapped) return;
         mapped = false;
-        bytes = new Uint8Array(0);
         this.liveMappings--;
       },
     };

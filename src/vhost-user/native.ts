@@ -98,6 +98,11 @@ export interface PollHandle {
   stop(): void;
 }
 
+/** A mapping made by {@link NativeBinding.mmapRegion}: opaque. */
+export interface NativeRegion {
+  readonly __nativeRegion: unique symbol;
+}
+
 export interface NativeBinding {
   /**
    * socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK), then, when a
@@ -191,6 +196,26 @@ export interface NativeBinding {
    * Do not unmap while asynchronous I/O (fs.write...) still uses a view of it.
    */
   munmap(buf: ArrayBuffer): void;
+  /**
+   * mmap as {@link NativeBinding.mmap} does (same arguments, checks and
+   * errors), without an ArrayBuffer over the whole mapping: buffers over parts
+   * of it come from {@link NativeBinding.mmapWindow}. V8 counts each buffer's
+   * length as external memory and collects garbage when that jumps, so a
+   * region of guest RAM exposes only the windows in use.
+   */
+  mmapRegion(fd: number, size: number, offset: number): NativeRegion;
+  /**
+   * An external ArrayBuffer over bytes [offset, offset + length) of a region
+   * (RangeError outside it; code "EINVAL" once it is unmapped).
+   */
+  mmapWindow(region: NativeRegion, offset: number, length: number): ArrayBuffer;
+  /**
+   * Detaches every window of the region (their views become empty), then
+   * unmaps it; a window detached by someone else (moved to a worker) keeps
+   * the mapping until its backing store is freed. Idempotent. A region never
+   * unmapped is unmapped once it and all its windows are garbage-collected.
+   */
+  munmapRegion(region: NativeRegion): void;
   /** eventfd(initial, EFD_CLOEXEC|EFD_NONBLOCK); initial is 0..2^32-1. */
   eventfd(initial: number): number;
   /**
@@ -241,6 +266,9 @@ const BINDING_FUNCTIONS = [
   "poll",
   "mmap",
   "munmap",
+  "mmapRegion",
+  "mmapWindow",
+  "munmapRegion",
   "eventfd",
   "eventfdRead",
   "eventfdWrite",

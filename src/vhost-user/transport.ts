@@ -18,6 +18,7 @@ import {
 import {
   MAX_FDS_PER_MESSAGE,
   type NativeBinding,
+  type NativeRegion,
   POLL_READABLE,
   POLL_WRITABLE,
   type PollHandle,
@@ -32,10 +33,19 @@ export interface VhostMessage {
   readonly fds: readonly number[];
 }
 
-/** A mapping of part of a file descriptor (a region of the front-end's memory). */
+/**
+ * A mapping of part of a file descriptor (a region of the front-end's
+ * memory), whose bytes are taken a window at a time.
+ */
 export interface MappedRegion {
-  readonly bytes: Uint8Array;
-  /** Unmaps it; `bytes` becomes empty. Idempotent. */
+  readonly length: number;
+  /**
+   * The bytes [offset, offset + length) of the mapping; the view becomes empty
+   * when the region is unmapped. Throws VirtioSndError (ERR_BACKEND) when it
+   * cannot be made or the range is not inside the mapping.
+   */
+  window(offset: number, length: number): Uint8Array;
+  /** Unmaps it; every window becomes empty. Idempotent. */
   unmap(): void;
 }
 
@@ -188,9 +198,9 @@ export class NativeTransport implements VhostTransport {
   map(fd: number, size: number, offset: number): MappedRegion {
     const aligned = offset - (offset % MAP_ALIGN);
     const delta = offset - aligned;
-    let buffer: ArrayBuffer;
+    let handle: NativeRegion;
     try {
-      buffer = this.native.mmap(fd, size + delta, aligned);
+      handle = this.native.mmapRegion(fd, size + delta, aligned);
     } catch (err) {
       throw new VirtioSndError(
         "ERR_BACKEND",
@@ -198,17 +208,7 @@ export class NativeTransport implements VhostTransport {
         { cause: err },
       );
     }
-    const native = this.native;
-    return {
-      bytes: new Uint8Array(buffer, delta, size),
-      unmap: () => {
-        try {
-          native.munmap(buffer);
-        } catch {
-          // Already unmapped, or views pin it: the backing store's finalizer unmaps it later.
-        }
-      },
-    };
+    return new NativeMappedRegion(this.native, handle, delta, size);
   }
 
   closeFd(fd: number): void {
@@ -442,6 +442,50 @@ export class NativeListener {
       } catch (err) {
         this.onError(errorOf(err));
       }
+    }
+  }
+}
+
+/** A region mapped by the addon: each window an ArrayBuffer over part of the one mapping. */
+class NativeMappedRegion implements MappedRegion {
+  constructor(
+    private readonly native: NativeBinding,
+    private readonly handle: NativeRegion,
+    /** Where the region starts in the mapping (which starts page-aligned). */
+    private readonly delta: number,
+    readonly length: number,
+  ) {}
+
+  window(offset: number, length: number): Uint8Array {
+    if (
+      !Number.isSafeInteger(offset) ||
+      !Number.isSafeInteger(length) ||
+      offset < 0 ||
+      length < 1 ||
+      offset + length > this.length
+    )
+      throw new VirtioSndError(
+        "ERR_BACKEND",
+        `no window ${offset}+${length} in a region of ${this.length} bytes`,
+      );
+    try {
+      return new Uint8Array(this.native.mmapWindow(this.handle, this.delta + offset, length));
+    } catch (err) {
+      throw new VirtioSndError(
+        "ERR_BACKEND",
+        `cannot map a window of ${length} bytes: ${errorOf(err).message}`,
+        {
+          cause: err,
+        },
+      );
+    }
+  }
+
+  unmap(): void {
+    try {
+      this.native.munmapRegion(this.handle);
+    } catch {
+      // Nothing mapped is left to release.
     }
   }
 }

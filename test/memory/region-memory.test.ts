@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { GuestMemoryError, VirtioSndError } from "../../src/errors.js";
 import { FlatMemory } from "../../src/memory/flat-memory.js";
 import type { GuestMemory } from "../../src/memory/guest-memory.js";
-import { type MemoryRegion, RegionMemory } from "../../src/memory/region-memory.js";
+import { type MemoryRegion, RegionMemory, type WindowedRegion } from "../../src/memory/region-memory.js";
 
 function pattern(length: number, seed: number): Uint8Array {
   const out = new Uint8Array(length);
@@ -52,6 +52,27 @@ function layout(): { mem: RegionMemory; a: MemoryRegion; b: MemoryRegion; c: Mem
   const b = { guestAddr: B_ADDR, bytes: pattern(16, 2) };
   const c = { guestAddr: C_ADDR, bytes: pattern(16, 3) };
   return { mem: new RegionMemory([a, b, c]), a, b, c };
+}
+
+/** A windowed region over `bytes`, counting the windows it is asked for. */
+function windowed(
+  guestAddr: number,
+  bytes: Uint8Array,
+  windowBytes: number,
+): { region: WindowedRegion; asked: [number, number][] } {
+  const asked: [number, number][] = [];
+  return {
+    asked,
+    region: {
+      guestAddr,
+      length: bytes.length,
+      windowBytes,
+      window(offset, length) {
+        asked.push([offset, length]);
+        return bytes.subarray(offset, offset + length);
+      },
+    },
+  };
 }
 
 describe("RegionMemory", () => {
@@ -415,6 +436,87 @@ describe("RegionMemory", () => {
     });
   });
 
+  describe("windowed regions", () => {
+    it("asks for a window only when an access first touches it, once", () => {
+      const bytes = pattern(64, 3);
+      const w = windowed(0x1000, bytes, 16);
+      const mem = new RegionMemory([w.region]);
+      expect(mem.windowCount).toBe(0);
+      expect(mem.contains(0x1000, 64)).toBe(true);
+      expect(w.asked).toEqual([
+        [0, 16],
+        [16, 16],
+        [32, 16],
+        [48, 16],
+      ]);
+      w.asked.length = 0;
+      const out = new Uint8Array(64);
+      mem.read(0x1000, out, 0, 64);
+      expect(out).toEqual(bytes);
+      mem.writeU32(0x100e, 0xdeadbeef); // straddles two windows
+      expect(mem.readU32(0x100e)).toBe(0xdeadbeef);
+      expect(Array.from(bytes.subarray(14, 18))).toEqual([0xef, 0xbe, 0xad, 0xde]);
+      expect(w.asked).toEqual([]);
+      expect(mem.windowCount).toBe(4);
+    });
+
+    it("a sparse touch makes only the windows it touches; the last window may be short", () => {
+      const bytes = new Uint8Array(1000);
+      const w = windowed(0, bytes, 128);
+      const mem = new RegionMemory([w.region]);
+      mem.writeU8(999, 7);
+      mem.writeU16(300, 0x1234);
+      expect(w.asked).toEqual([
+        [896, 104],
+        [256, 128],
+      ]);
+      expect(bytes[999]).toBe(7);
+      expect(mem.view(256, 128)).not.toBeNull();
+      expect(mem.view(250, 10)).toBeNull(); // across a window boundary
+    });
+
+    it("a window the host cannot give fails the access that needed it, and is asked again next time", () => {
+      const bytes = new Uint8Array(64);
+      let failing = true;
+      const region: WindowedRegion = {
+        guestAddr: 0,
+        length: 64,
+        windowBytes: 32,
+        window(offset, length) {
+          if (failing && offset === 32) throw new Error("ENOMEM");
+          return bytes.subarray(offset, offset + length);
+        },
+      };
+      const mem = new RegionMemory([region]);
+      expectGuestMemoryError(() => mem.write(0, new Uint8Array(64).fill(1), 0, 64));
+      expect(bytes.every((b) => b === 0)).toBe(true);
+      expect(mem.contains(0, 32)).toBe(true);
+      expect(mem.contains(0, 33)).toBe(false);
+      failing = false;
+      mem.write(0, new Uint8Array(64).fill(1), 0, 64);
+      expect(bytes.every((b) => b === 1)).toBe(true);
+    });
+
+    it("a window of the wrong length is never used", () => {
+      const mem = new RegionMemory([
+        { guestAddr: 0, length: 64, windowBytes: 32, window: () => new Uint8Array(16) },
+      ]);
+      expectGuestMemoryError(() => mem.readU8(0));
+      expect(mem.contains(0, 1)).toBe(false);
+    });
+
+    it("refuses windows that are not a positive whole number of bytes, and overlaps as plain regions do", () => {
+      for (const windowBytes of [0, -1, 1.5, Number.NaN])
+        expectInvalidConfig(
+          () => new RegionMemory([{ guestAddr: 0, length: 8, windowBytes, window: () => new Uint8Array(8) }]),
+        );
+      const mem = new RegionMemory([windowed(0, new Uint8Array(64), 16).region]);
+      expectInvalidConfig(() => mem.add({ guestAddr: 63, bytes: new Uint8Array(4) }));
+      expect(mem.remove(0)).toBe(true);
+      expect(mem.contains(0, 1)).toBe(false);
+    });
+  });
+
   describe("equivalence with FlatMemory (property)", () => {
     type Op =
       | { kind: "read"; addr: number; len: number }
@@ -475,8 +577,9 @@ describe("RegionMemory", () => {
           base: fc.integer({ min: 0, max: 2 ** 40 }),
           pieces: fc.array(fc.integer({ min: 1, max: 24 }), { minLength: 1, maxLength: 8 }),
           seed: fc.nat(255),
+          window: fc.integer({ min: 0, max: 6 }),
         })
-        .chain(({ base, pieces, seed }) => {
+        .chain(({ base, pieces, seed, window }) => {
           const total = pieces.reduce((s, n) => s + n, 0);
           const addr = fc.integer({ min: base - 10, max: base + total + 10 });
           const len = fc.integer({ min: 0, max: total + 4 });
@@ -509,13 +612,14 @@ describe("RegionMemory", () => {
             base: fc.constant(base),
             pieces: fc.constant(pieces),
             seed: fc.constant(seed),
+            window: fc.constant(window),
             order,
             ops: fc.array(op, { minLength: 1, maxLength: 30 }),
           });
         });
 
       fc.assert(
-        fc.property(arb, ({ base, pieces, seed, order, ops }) => {
+        fc.property(arb, ({ base, pieces, seed, window, order, ops }) => {
           const total = pieces.reduce((s, n) => s + n, 0);
           const flat = new FlatMemory(pattern(total, seed), base);
           const regions: MemoryRegion[] = [];
@@ -525,7 +629,11 @@ describe("RegionMemory", () => {
             off += n;
           }
           const mem = new RegionMemory();
-          for (const i of order) mem.add(regions[i]!);
+          // With `window`, every other region is windowed (windows of that many bytes) over the same bytes.
+          for (const i of order) {
+            const r = regions[i]!;
+            mem.add(window > 0 && i % 2 === window % 2 ? windowed(r.guestAddr, r.bytes, window).region : r);
+          }
           for (const op of ops) {
             expect(apply(mem, op)).toEqual(apply(flat, op));
             const joined = new Uint8Array(total);

@@ -48,6 +48,7 @@ import {
   encodeVringFile,
   encodeVringState,
 } from "../../src/vhost-user/messages.js";
+import { windowBytesFor } from "../../src/vhost-user/memory-table.js";
 import { MockTransport } from "../../src/vhost-user/mock-transport.js";
 import { GUEST_BASE, GuestSide, USER_BASE, signal } from "./guest-side.js";
 import { MockFrontEnd } from "./mock-front-end.js";
@@ -281,6 +282,28 @@ describe("GET_VRING_BASE", () => {
     // A ring that never started returns what SET_VRING_BASE set.
     fe.send(VHOST_USER_SET_VRING_BASE, encodeVringState({ index: 0, num: 0x8003 }));
     expect(fe.vringBase(VIRTIO_SND_VQ_CONTROL)).toBe(0x8003);
+  });
+});
+
+describe("guest memory, a window at a time", () => {
+  it("a session exposes only the windows the rings and buffers touch, and the table unmaps them all", async () => {
+    const fe = new MockFrontEnd({ memorySize: 64 * 1024 * 1024 });
+    fe.connect();
+    await fe.guest.probe({ jacks: 2, streams: 2, chmaps: 6 });
+    await fe.guest.setParams(0, { ...S16_STEREO_48K, bufferBytes: 4 * 1920, periodBytes: 1920 });
+    await fe.guest.pcm("prepare", 0);
+    const made = fe.t.windowsMade;
+    expect(made).toBeGreaterThan(0);
+    expect(made).toBeLessThanOrEqual(4); // of 64 windows of 1 MiB
+    expect(fe.backend.memory.windowCount).toBe(made);
+    expect(windowBytesFor(64 * 1024 * 1024)).toBe(1 << 20);
+    // At most 4096 windows per region, in powers of two.
+    expect(windowBytesFor(2 ** 32)).toBe(1 << 20);
+    expect(windowBytesFor(2 ** 32 + 1)).toBe(1 << 21);
+    expect(windowBytesFor(2 ** 40)).toBe(2 ** 28);
+    fe.t.disconnect();
+    expect(fe.t.liveMappings).toBe(0);
+    expect(fe.backend.memory.windowCount).toBe(0);
   });
 });
 

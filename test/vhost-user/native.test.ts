@@ -462,6 +462,52 @@ describe.skipIf(unavailable)(status.ok ? "native addon" : `native addon (SKIPPED
       expect(tail[0]).toBe(1);
     });
 
+    it("mmapRegion: windows over parts of one mapping share its bytes; munmapRegion empties them all", () => {
+      const memfd = track(n().memfd("region", 8 * PAGE));
+      const whole = new Uint8Array(map(memfd, 8 * PAGE));
+      const region = n().mmapRegion(memfd, 6 * PAGE, 2 * PAGE);
+      const a = new Uint8Array(n().mmapWindow(region, 0, 2 * PAGE));
+      // Windows need not be page-aligned, and may overlap.
+      const b = new Uint8Array(n().mmapWindow(region, PAGE + 3, 10));
+      const last = new Uint8Array(n().mmapWindow(region, 6 * PAGE - 1, 1));
+      expect([a.length, b.length, last.length]).toEqual([2 * PAGE, 10, 1]);
+      a[PAGE + 3] = 7;
+      expect(b[0]).toBe(7);
+      expect(whole[3 * PAGE + 3]).toBe(7);
+      whole[8 * PAGE - 1] = 9;
+      expect(last[0]).toBe(9);
+      // Outside the region, or not a region.
+      expect(() => n().mmapWindow(region, 6 * PAGE, 1)).toThrow(RangeError);
+      expect(() => n().mmapWindow(region, 0, 6 * PAGE + 1)).toThrow(RangeError);
+      expect(() => n().mmapWindow(region, 0, 0)).toThrow(RangeError);
+      expect(() => n().mmapWindow(region, -1, 1)).toThrow(RangeError);
+      expect(() => n().mmapWindow({} as never, 0, 1)).toThrow(TypeError);
+      expect(() => n().munmapRegion(new ArrayBuffer(8) as never)).toThrow(TypeError);
+      expect(() => n().munmap(region as never)).toThrow(TypeError);
+      // The same checks as mmap.
+      expectSystemError(() => n().mmapRegion(memfd, 9 * PAGE, 0), "EINVAL");
+      expect(() => n().mmapRegion(memfd, PAGE, 100)).toThrow(RangeError);
+      n().munmapRegion(region);
+      expect([a.byteLength, b.byteLength, last.byteLength]).toEqual([0, 0, 0]);
+      expectSystemError(() => n().mmapWindow(region, 0, 1), "EINVAL");
+      n().munmapRegion(region);
+      expect(whole[3 * PAGE + 3]).toBe(7);
+    });
+
+    it("mmapRegion: V8 counts only the windows made as external memory, not the whole mapping", () => {
+      const size = 256 * 1024 * 1024;
+      const memfd = track(n().memfd("region-external", size));
+      const before = process.memoryUsage().external;
+      const region = n().mmapRegion(memfd, size, 0);
+      const windows = [0, 100, 255].map((i) => new Uint8Array(n().mmapWindow(region, i << 20, 1 << 20)));
+      const grew = process.memoryUsage().external - before;
+      expect(grew).toBeGreaterThanOrEqual(3 << 20);
+      expect(grew).toBeLessThan(8 << 20);
+      windows[2]![(1 << 20) - 1] = 1;
+      n().munmapRegion(region);
+      expect(windows.map((w) => w.byteLength)).toEqual([0, 0, 0]);
+    });
+
     it("munmap takes only buffers from mmap", () => {
       expect(() => n().munmap(new ArrayBuffer(8))).toThrow(TypeError);
       expect(() => n().munmap(new Uint8Array(8) as unknown as ArrayBuffer)).toThrow(TypeError);
@@ -672,6 +718,50 @@ describe.skipIf(unavailable)(status.ok ? "native addon" : `native addon (SKIPPED
       ["--expose-gc"],
     );
     expect(result).toMatchObject({ code: 0, stdout: "20 0\n" });
+  });
+
+  it("unmaps a region once it is unmapped or dropped, and not before its last window is gone", async () => {
+    const result = await runChild(
+      `
+          const n = require(process.env.ADDON);
+          const memfd = n.memfd("region-probe", 1 << 20);
+          const mapped = () => require("fs").readFileSync("/proc/self/maps", "utf8").split("\\n")
+            .filter((line) => line.includes("memfd:region-probe")).length;
+          const settle = async (until) => {
+            for (let i = 0; i < 20 && !until(); i++) {
+              globalThis.gc();
+              await new Promise((resolve) => setImmediate(resolve));
+            }
+          };
+          (async () => {
+            // munmapRegion with windows alive: unmapped at once, the windows emptied.
+            let r = n.mmapRegion(memfd, 1 << 20, 0);
+            const w = new Uint8Array(n.mmapWindow(r, 4096, 4096));
+            w[0] = 1;
+            const a = mapped();
+            n.munmapRegion(r);
+            const b = mapped();
+            // Dropped without munmapRegion, a window still held: mapped until the window goes too.
+            r = n.mmapRegion(memfd, 1 << 20, 0);
+            let kept = new Uint8Array(n.mmapWindow(r, 0, 4096));
+            r = null;
+            await settle(() => false);
+            const c = mapped();
+            kept[1] = 2;
+            kept = null;
+            await settle(() => mapped() === 0);
+            const d = mapped();
+            // Many regions dropped without any call: all unmapped once collected.
+            for (let i = 0; i < 20; i++) new Uint8Array(n.mmapWindow(n.mmapRegion(memfd, 1 << 20, 0), i, 1))[0] = i;
+            const e = mapped();
+            await settle(() => mapped() === 0);
+            n.close(memfd);
+            console.log(a, b, w.byteLength, c, d, e, mapped());
+          })();
+        `,
+      ["--expose-gc"],
+    );
+    expect(result).toMatchObject({ code: 0, stdout: "1 0 0 1 0 20 0\n" });
   });
 
   it("bad arguments throw TypeError or RangeError, never crash", () => {
