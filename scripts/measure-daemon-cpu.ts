@@ -11,14 +11,18 @@
  * with aplay's default periods (125 ms here) and with 10 ms ones, --runs
  * times, alternating; before each session the minimal C daemon
  * (bench/minimal-daemon.c) plays 5 s at the same period, for the ratio.
+ * --empty-tick also runs, while the guest plays, a Node process whose only
+ * work is an empty tick of a timerfd per period (bench/daemon-child.mjs
+ * empty-tick): the floor of any Node daemon under the same load (QEMU's TCG
+ * thread busy on the other core), printed beside the daemon's figure.
  *
- *   npx tsx scripts/measure-daemon-cpu.ts [--runs 3] [--seconds 8] [--bin PATH/bin/virtio-snd.js]
+ *   npx tsx scripts/measure-daemon-cpu.ts [--runs 3] [--seconds 8] [--empty-tick] [--bin PATH/bin/virtio-snd.js]
  *
  * --bin measures another build of the command (an older checkout, for a
  * before/after in one run). Needs QEMU >= 10, the native addon, cc and the
  * test guest; builds dist/ when it is older than src/. Not part of the tests.
  */
-import { type ChildProcessByStdio, spawn } from "node:child_process";
+import { type ChildProcessByStdio, fork, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,6 +40,20 @@ function option(name: string, fallback: string): string {
 const RUNS = Number(option("runs", "3"));
 const SECONDS = Number(option("seconds", "8"));
 const bin = option("bin", BIN);
+const EMPTY_TICK = process.argv.includes("--empty-tick");
+const EMPTY_TICK_CHILD = join(REPO_DIR, "bench", "daemon-child.mjs");
+
+/** CPU per tick of an empty Node tick, `periods` of `periodMs`, started now. */
+async function emptyTicks(periodMs: number, periods: number): Promise<number> {
+  const child = fork(EMPTY_TICK_CHILD, ["empty-tick", String(periodMs), String(periods)], {
+    execArgv: ["--no-memory-reducer"],
+    stdio: ["ignore", "pipe", "inherit", "ipc"],
+  });
+  let text = "";
+  child.stdout!.on("data", (d: Buffer) => (text += d.toString()));
+  await new Promise((r) => child.once("exit", r));
+  return Number(text.trim());
+}
 
 const qemu = findQemu({ minMajor: 10, devices: ["vhost-user-snd-pci"] });
 if (!qemu.ok) throw new Error(qemu.reason);
@@ -106,6 +124,8 @@ interface Row {
   playing: number;
   periodUs: number;
   cUs: number;
+  /** The empty Node tick beside the guest (--empty-tick), µs per period. */
+  emptyUs: number;
   xruns: number;
 }
 const rows: Row[] = [];
@@ -122,12 +142,16 @@ for (let run = 1; run <= RUNS; run++) {
     let playing = 0;
     // CPU until the guest first sets the stream's parameters: connecting, the guest's boot and probe.
     let setUp = NaN;
+    const periodMs = m.args ? 10 : 125;
+    let empty: Promise<number> | null = null;
     onLine = (line) => {
       if (/stream 0 parameters set/.test(line) && Number.isNaN(setUp)) setUp = cpuOf(pid) - c0;
       if (/stream 0 start/.test(line)) start = cpuOf(pid);
+      // The empty tick runs over most of the playing, beside it.
+      if (/stream 0 start/.test(line) && EMPTY_TICK && empty === null)
+        empty = emptyTicks(periodMs, Math.floor(((SECONDS - 1) * 1000) / periodMs) - 10);
       if (/stream 0 stop/.test(line)) playing += cpuOf(pid) - start;
     };
-    const periodMs = m.args ? 10 : 125;
     const c = baseline === null ? null : runBaseline(baseline, periodMs, 5);
     c0 = cpuOf(pid);
     const r = await bootGuest({
@@ -146,6 +170,7 @@ for (let run = 1; run <= RUNS; run++) {
     if (r.markers["play"] !== "0") throw new Error(`aplay failed: ${describeBoot(r)}\n${r.console}`);
     await until(/front-end (disconnected|lost)/, from, 10_000);
     const session = cpuOf(pid) - c0;
+    const emptyS = empty === null ? NaN : await (empty as Promise<number>);
     const text = out.slice(from);
     const period = Number(/period (\d+) B/.exec(text)?.[1] ?? 0);
     const periods = (frames * 4) / Math.max(1, period);
@@ -156,6 +181,7 @@ for (let run = 1; run <= RUNS; run++) {
       playing: playing / SECONDS,
       periodUs: (playing / periods) * 1e6,
       cUs: c === null ? NaN : (c.cpu / c.periods) * 1e6,
+      emptyUs: emptyS * 1e6,
       xruns: (text.match(/ xrun/g) ?? []).length,
     };
     rows.push(row);
@@ -163,7 +189,9 @@ for (let run = 1; run <= RUNS; run++) {
       `run ${run}, ${row.mode}: session ${row.session.toFixed(4)} CPU s per audio s, playing ${row.playing.toFixed(4)}, ` +
         `set-up ${row.setUpMs.toFixed(1)} ms CPU; ` +
         `${row.periodUs.toFixed(0)} µs per period while playing (C baseline ${row.cUs.toFixed(0)} µs, ratio ` +
-        `${(row.periodUs / row.cUs).toFixed(2)}); ${row.xruns} xruns; ${describeBoot(r)}`,
+        `${(row.periodUs / row.cUs).toFixed(2)})` +
+        (EMPTY_TICK ? `; empty Node tick beside it ${row.emptyUs.toFixed(0)} µs` : "") +
+        `; ${row.xruns} xruns; ${describeBoot(r)}`,
     );
   }
 }
@@ -179,9 +207,11 @@ const med = (xs: number[], digits = 4): string => {
 };
 console.log(`\nnode ${[...nodeArgs, bin].join(" ")}: QEMU ${qemu.version}, TCG; medians of ${RUNS} (range)`);
 console.log(
-  "| aplay periods | whole session, CPU s per audio s | set-up, CPU ms | while playing | µs per period / C baseline | xruns |",
+  "| aplay periods | whole session, CPU s per audio s | set-up, CPU ms | while playing | µs per period / C baseline |" +
+    (EMPTY_TICK ? " empty Node tick beside it, µs (CPU s per audio s) |" : "") +
+    " xruns |",
 );
-console.log("| --- | --- | --- | --- | --- | --- |");
+console.log(`| --- | --- | --- | --- | --- |${EMPTY_TICK ? " --- |" : ""} --- |`);
 for (const m of modes) {
   const rs = rows.filter((r) => r.mode.startsWith(m.mode));
   console.log(
@@ -190,6 +220,13 @@ for (const m of modes) {
       1,
     )} | ` +
       `${med(rs.map((r) => r.playing))} | ` +
-      `${med(rs.map((r) => r.periodUs / r.cUs))} | ${rs.reduce((a, r) => a + r.xruns, 0)} |`,
+      `${med(rs.map((r) => r.periodUs / r.cUs))} | ` +
+      (EMPTY_TICK
+        ? `${med(
+            rs.map((r) => r.emptyUs),
+            0,
+          )} (${med(rs.map((r) => (r.emptyUs * 1e-6 * 1000) / (m.args ? 10 : 125)))}) | `
+        : "") +
+      `${rs.reduce((a, r) => a + r.xruns, 0)} |`,
   );
 }

@@ -46,13 +46,16 @@ interface Region {
   source: WindowedRegion | null;
 }
 
-function windowOver(start: number, bytes: Uint8Array): Window {
+/** View-cache slots of one window of a windowed region: it holds a few of the driver's buffers, not all. */
+const WINDOW_VIEW_SLOTS = 64;
+
+function windowOver(start: number, bytes: Uint8Array, viewSlots?: number): Window {
   return {
     start,
     end: start + bytes.byteLength,
     bytes,
     dv: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
-    views: new ViewCache(bytes),
+    views: new ViewCache(bytes, viewSlots),
   };
 }
 
@@ -160,7 +163,7 @@ export class RegionMemory implements GuestMemory {
     }
     // A window shorter than asked (a host that could not give it all) is never trusted.
     if (bytes.byteLength !== length) return undefined;
-    const made = windowOver(r.start + offset, bytes);
+    const made = windowOver(r.start + offset, bytes, WINDOW_VIEW_SLOTS);
     r.windows[index] = made;
     return made;
   }

@@ -1,6 +1,5 @@
-/** Slots in a view cache; a power of two. */
+/** Slots in a view cache by default; a power of two. */
 const SLOTS = 256;
-const SLOT_SHIFT = 24; // 32 - log2(SLOTS)
 
 /**
  * Remembers typed-array views of recently copied ranges of one buffer.
@@ -12,16 +11,27 @@ const SLOT_SHIFT = 24; // 32 - log2(SLOTS)
  * the steady-state data path allocate nothing.
  */
 export class ViewCache {
-  private readonly offsets = new Float64Array(SLOTS).fill(-1);
-  private readonly lengths = new Uint32Array(SLOTS);
-  private readonly views: (Uint8Array | null)[] = new Array<Uint8Array | null>(SLOTS).fill(null);
+  private readonly offsets: Float64Array;
+  private readonly lengths: Uint32Array;
+  private readonly views: (Uint8Array | null)[];
+  /** 32 - log2(slots): the hash's top bits pick the slot. */
+  private readonly shift: number;
 
-  constructor(private readonly bytes: Uint8Array) {}
+  /** `slots`: a power of two from 2 to 2^16 (fewer for a cache that sees few ranges, such as one window of RAM). */
+  constructor(
+    private readonly bytes: Uint8Array,
+    slots = SLOTS,
+  ) {
+    this.offsets = new Float64Array(slots).fill(-1);
+    this.lengths = new Uint32Array(slots);
+    this.views = new Array<Uint8Array | null>(slots).fill(null);
+    this.shift = 32 - Math.log2(slots);
+  }
 
   /** A view of bytes[offset, offset + length); the caller has checked the range. */
   view(offset: number, length: number): Uint8Array {
     // Fibonacci hashing: buffers at large power-of-two strides must not share a slot.
-    const slot = Math.imul((offset >>> 4) ^ Math.imul(length, 0x85ebca6b), 0x9e3779b1) >>> SLOT_SHIFT;
+    const slot = Math.imul((offset >>> 4) ^ Math.imul(length, 0x85ebca6b), 0x9e3779b1) >>> this.shift;
     if (this.offsets[slot] === offset && this.lengths[slot] === length) return this.views[slot]!;
     const v = this.bytes.subarray(offset, offset + length);
     this.offsets[slot] = offset;

@@ -21,6 +21,8 @@ const MAP_CHUNK = 1 << 30;
  * Guest memory is exposed to the device in windows of this size, each made
  * when an access first touches it (a driver's rings and buffers touch a few);
  * larger ones for a region that would otherwise have more than MAX_WINDOWS.
+ * A window costs the daemon about 2 KiB (its buffer object, views and a small
+ * view cache): a guest that touches all of its RAM costs it 0.2 % of that.
  */
 const WINDOW_BYTES = 1 << 20;
 const MAX_WINDOWS = 4096;
