@@ -6,18 +6,24 @@ import type { ClockTimer } from "./clock.js";
  * by arming order between equal deadlines, so timers due at the same instant
  * fire first-armed first. Each timer knows its place (heapIndex), so moving or
  * removing one is O(log n) and nothing is allocated per arm.
+ *
+ * The array never shrinks: a daemon's one voice removes and re-inserts its
+ * timer every period, and an array popped to empty gives up its backing store
+ * (V8 trims it), so the next push would allocate a new one, through the
+ * runtime, every period.
  */
 export class TimerHeap {
-  private readonly heap: ClockTimer[] = [];
+  private readonly heap: (ClockTimer | null)[] = [];
+  private n = 0;
   private seq = 0;
 
   get size(): number {
-    return this.heap.length;
+    return this.n;
   }
 
   /** The timer due first, or undefined. */
   first(): ClockTimer | undefined {
-    return this.heap[0];
+    return this.n > 0 ? this.heap[0]! : undefined;
   }
 
   /** Arms `timer` for `at`, moving it if it was armed. */
@@ -26,15 +32,17 @@ export class TimerHeap {
     timer.at = at;
     timer.armed = true;
     timer.seq = this.seq++;
-    timer.heapIndex = this.heap.length;
-    this.heap.push(timer);
-    this.up(timer.heapIndex);
+    const i = this.n++;
+    if (i === this.heap.length) this.heap.push(timer);
+    else this.heap[i] = timer;
+    this.up(i);
   }
 
   /** Disarms `timer` (it must be armed in this heap). */
   remove(timer: ClockTimer): void {
     const i = timer.heapIndex;
-    const last = this.heap.pop()!;
+    const last = this.heap[--this.n]!;
+    this.heap[this.n] = null;
     timer.armed = false;
     timer.heapIndex = -1;
     if (last !== timer) {
@@ -47,11 +55,13 @@ export class TimerHeap {
 
   /** Disarms every timer. */
   clear(): void {
-    for (const t of this.heap) {
+    for (let i = 0; i < this.n; i++) {
+      const t = this.heap[i]!;
       t.armed = false;
       t.heapIndex = -1;
+      this.heap[i] = null;
     }
-    this.heap.length = 0;
+    this.n = 0;
   }
 
   private less(a: ClockTimer, b: ClockTimer): boolean {
@@ -75,7 +85,7 @@ export class TimerHeap {
 
   private down(i: number): void {
     const h = this.heap;
-    const n = h.length;
+    const n = this.n;
     const t = h[i]!;
     for (;;) {
       const l = 2 * i + 1;
