@@ -53,6 +53,35 @@ describe.skipIf(!status.ok)(name, () => {
     expect(a.armed).toBe(false);
   });
 
+  it("reads CLOCK_MONOTONIC; while timers fire, now() is the time they were found due", async () => {
+    const clock = new NativeClock(n);
+    // now() and the addon's CLOCK_MONOTONIC (ms) move together.
+    const m0 = n.monotonicNow();
+    const c0 = clock.now();
+    await new Promise((r) => setTimeout(r, 20));
+    const dm = (n.monotonicNow() - m0) * MS;
+    const dc = clock.now() - c0;
+    expect(Math.abs(dc - dm)).toBeLessThan(MS);
+    expect(dc).toBeGreaterThanOrEqual(19 * MS);
+    const seen: number[] = [];
+    const late = new ClockTimer(() => seen.push(clock.now()));
+    const first = new ClockTimer(() => {
+      seen.push(clock.now());
+      busyWait(2);
+      seen.push(clock.now());
+      // Due at the time the expiry found: fires in the same expiry.
+      clock.arm(late, clock.now());
+    });
+    clock.arm(first, clock.now() + 5 * MS);
+    await until("both timers", () => seen.length === 3);
+    expect(seen[1]).toBe(seen[0]);
+    expect(seen[2]).toBe(seen[0]);
+    expect(seen[0]!).toBeGreaterThanOrEqual(first.at);
+    // Outside a callback, time moves again.
+    expect(clock.now()).toBeGreaterThan(seen[0]!);
+    clock.close();
+  });
+
   it("a timer that throws does not stop the others", async () => {
     const clock = new NativeClock(n);
     let ran = false;
@@ -102,3 +131,10 @@ describe.skipIf(!status.ok)(name, () => {
     clock.close();
   });
 });
+
+function busyWait(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    // Spins: time passes inside a timer's callback.
+  }
+}
