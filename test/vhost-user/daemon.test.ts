@@ -126,6 +126,37 @@ describe.skipIf(unavailable)(suiteName, () => {
     expect(existsSync(d.path)).toBe(false);
   });
 
+  it("a 256 MiB guest costs V8 the windows the device touches, not its RAM: no collection per guest", async () => {
+    const d = makeDaemon(n, "big.sock");
+    const RAM = 256 * 1024 * 1024;
+    const fe = new NativeFrontEnd(n, d.path, cleanup, false, RAM);
+    // The front-end's own mapping of the RAM is counted by now; what follows is the daemon's.
+    const before = process.memoryUsage().external;
+    await fe.connect("set");
+    await until("rings started", () => [0, 1, 2, 3].every((i) => d.daemon.backend.ringStarted(i)));
+    fe.guest.queueEventBuffers(8);
+    await fe.guest.probe({ jacks: 2, streams: 2, chmaps: 6 });
+    const g = fe.guest;
+    const data = signal(PERIOD * 4, 5);
+    const params = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };
+    expect(await g.setParams(0, { ...params, bufferBytes: PERIOD * 4 })).toBe(VIRTIO_SND_S_OK);
+    expect(await g.pcm("prepare", 0)).toBe(VIRTIO_SND_S_OK);
+    g.queueTx(0, data, PERIOD);
+    expect(await g.pcm("start", 0)).toBe(VIRTIO_SND_S_OK);
+    await until("TX messages taken", () => d.daemon.device.queue(VIRTIO_SND_VQ_TX)?.inFlight === 4);
+    d.clock.runUntil(() => d.audio.playbacksOf(0)[0]?.data.bytes().length === data.length);
+    expect(Buffer.from(d.audio.playbacksOf(0)[0]!.data.bytes()).equals(Buffer.from(data))).toBe(true);
+    const windows = d.daemon.backend.memory.windowCount;
+    const grew = process.memoryUsage().external - before;
+    expect(windows).toBeGreaterThan(0);
+    expect(windows).toBeLessThanOrEqual(8);
+    // V8 collects everything when external memory jumps by 64 MiB; one buffer over the RAM would be 256.
+    expect(grew).toBeLessThan(windows * (1 << 20) + (4 << 20));
+    fe.close();
+    await until("the disconnect", () => d.disconnects() === 1);
+    expect(d.daemon.backend.memory.windowCount).toBe(0);
+  });
+
   it("serves one front-end at a time: the next waits in the backlog", async () => {
     const d = makeDaemon(n, "one.sock");
     const a = new NativeFrontEnd(n, d.path, cleanup);

@@ -81,12 +81,14 @@ export class NativeFrontEnd {
     path: string,
     cleanup: (() => void)[],
     readonly packed = false,
+    /** Guest RAM, bytes (a sparse memfd: pages cost memory once touched). */
+    ramBytes = RAM,
   ) {
     this.fd = n.connect(path);
     cleanup.push(() => this.close());
-    this.memFd = n.memfd("guest-ram", RAM);
+    this.memFd = n.memfd("guest-ram", ramBytes);
     cleanup.push(() => n.close(this.memFd));
-    this.ram = n.mmap(this.memFd, RAM, 0);
+    this.ram = n.mmap(this.memFd, ramBytes, 0);
     cleanup.push(() => n.munmap(this.ram));
     for (let i = 0; i < 4; i++) {
       const k = n.eventfd(0);
@@ -188,7 +190,7 @@ export class NativeFrontEnd {
     this.send(VHOST_USER_SET_FEATURES, encodeU64(acked));
     const region = {
       guestAddr: BigInt(GUEST_BASE),
-      size: BigInt(RAM),
+      size: BigInt(this.ram.byteLength),
       userAddr: BigInt(USER_BASE),
       mmapOffset: 0n,
     };
