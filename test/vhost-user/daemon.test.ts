@@ -59,6 +59,22 @@ function makeDaemon(n: NativeBinding, name: string) {
   return { daemon, clock, audio, log, path, disconnects: () => disconnects };
 }
 
+/** Stream 0 set up for `data` (whole periods, the buffer holding all of it), queued and started; waits until the daemon took every message. */
+async function startPlayback(
+  d: ReturnType<typeof makeDaemon>,
+  fe: NativeFrontEnd,
+  data: Uint8Array,
+): Promise<void> {
+  const g = fe.guest;
+  const periods = data.length / PERIOD;
+  const params = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };
+  expect(await g.setParams(0, { ...params, bufferBytes: data.length })).toBe(VIRTIO_SND_S_OK);
+  expect(await g.pcm("prepare", 0)).toBe(VIRTIO_SND_S_OK);
+  g.queueTx(0, data, PERIOD);
+  expect(await g.pcm("start", 0)).toBe(VIRTIO_SND_S_OK);
+  await until("TX messages taken", () => d.daemon.device.queue(VIRTIO_SND_VQ_TX)?.inFlight === periods);
+}
+
 const suiteName = status.ok
   ? "the daemon on a real socket"
   : `the daemon on a real socket (skipped: ${status.reason})`;
@@ -83,12 +99,7 @@ describe.skipIf(unavailable)(suiteName, () => {
 
     const g = fe.guest;
     const data = signal(PERIOD * 5, 11);
-    const params = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };
-    expect(await g.setParams(0, { ...params, bufferBytes: PERIOD * 5 })).toBe(VIRTIO_SND_S_OK);
-    expect(await g.pcm("prepare", 0)).toBe(VIRTIO_SND_S_OK);
-    g.queueTx(0, data, PERIOD);
-    expect(await g.pcm("start", 0)).toBe(VIRTIO_SND_S_OK);
-    await until("TX messages taken", () => d.daemon.device.queue(VIRTIO_SND_VQ_TX)?.inFlight === 5);
+    await startPlayback(d, fe, data);
     const done: ReturnType<typeof g.reapTx> = [];
     d.clock.runUntil(() => {
       done.push(...g.reapTx());
@@ -136,14 +147,8 @@ describe.skipIf(unavailable)(suiteName, () => {
     await until("rings started", () => [0, 1, 2, 3].every((i) => d.daemon.backend.ringStarted(i)));
     fe.guest.queueEventBuffers(8);
     await fe.guest.probe({ jacks: 2, streams: 2, chmaps: 6 });
-    const g = fe.guest;
     const data = signal(PERIOD * 4, 5);
-    const params = { format: VIRTIO_SND_PCM_FMT_S16, channels: 2, rate: 48000, periodBytes: PERIOD };
-    expect(await g.setParams(0, { ...params, bufferBytes: PERIOD * 4 })).toBe(VIRTIO_SND_S_OK);
-    expect(await g.pcm("prepare", 0)).toBe(VIRTIO_SND_S_OK);
-    g.queueTx(0, data, PERIOD);
-    expect(await g.pcm("start", 0)).toBe(VIRTIO_SND_S_OK);
-    await until("TX messages taken", () => d.daemon.device.queue(VIRTIO_SND_VQ_TX)?.inFlight === 4);
+    await startPlayback(d, fe, data);
     d.clock.runUntil(() => d.audio.playbacksOf(0)[0]?.data.bytes().length === data.length);
     expect(Buffer.from(d.audio.playbacksOf(0)[0]!.data.bytes()).equals(Buffer.from(data))).toBe(true);
     const windows = d.daemon.backend.memory.windowCount;
