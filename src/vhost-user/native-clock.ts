@@ -6,7 +6,7 @@
  * here a min-heap of ClockTimers keeps the earliest deadline armed on one
  * CLOCK_MONOTONIC timerfd with nanosecond precision, so a period costs one
  * wake-up and allocates nothing. Time is read from CLOCK_MONOTONIC too (the
- * addon's monotonicNow: a third of performance.now()'s cost before V8 has
+ * addon's monotonicNow: less than half of performance.now()'s cost before V8 has
  * optimized the caller), once per expiry: while timers fire, now() is the
  * time they were found due, as with VirtualClock.
  */
