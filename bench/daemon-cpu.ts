@@ -4,7 +4,7 @@
  *   npx tsx bench/daemon-cpu.ts [--backend wav|null|both] [--seconds 10] [--period-ms 10]
  *
  * The parent plays QEMU and the guest (guest RAM in a memfd, eventfd kicks
- * and calls, split rings with EVENT_IDX, the Linux driver's requests); a
+ * and calls, rings with EVENT_IDX, the Linux driver's requests); a
  * child process (bench/daemon-child.mjs, on the compiled dist/ with the
  * installed command's node options) runs only the daemon: VhostUserDaemon on
  * the NativeClock with a WavFileBackend (files in a temporary folder) or a
@@ -32,6 +32,11 @@
  * daemon (bench/minimal-daemon.c, built with cc into the temporary folder)
  * plays the same stream, and the daemon's CPU per period is printed as a
  * ratio to it, with the median and range over the runs.
+ * --ring packed|split (default packed) and --direct choose the rings: by
+ * default packed ones with every message in an indirect table, as Linux 6.12's
+ * driver lays them out behind QEMU 10's vhost-user-snd-pci (which offers the
+ * guest the back-end's packed ring); --ring split --direct is the layout of a
+ * front-end that negotiates neither.
  * Linux only (memfd, eventfd, /proc).
  */
 import { fork } from "node:child_process";
@@ -53,6 +58,10 @@ function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : fallback;
 }
+
+const RING = arg("ring", "packed");
+if (RING !== "packed" && RING !== "split") throw new Error(`--ring ${RING}: packed or split`);
+const INDIRECT = !process.argv.includes("--direct");
 
 // ---- parent: QEMU and the guest ----------------------------------------------------------------
 
@@ -161,7 +170,7 @@ async function playSession(
   const released: (() => void)[] = [];
   try {
     const setUp0 = cpuOf(pid);
-    const fe = new NativeFrontEnd(n, socketPath, released);
+    const fe = new NativeFrontEnd(n, socketPath, released, RING === "packed", undefined, INDIRECT);
     await fe.connect("set");
     const g = fe.guest;
     g.queueEventBuffers(8);
@@ -273,7 +282,8 @@ async function main(): Promise<void> {
   const sessions = Math.max(1, Number(arg("sessions", "1")));
   console.log(
     `daemon CPU, 48 kHz S16 stereo, ${periodMs} ms periods, ${seconds} s of audio in real time, ` +
-      `${runs} runs of ${sessions} session${sessions === 1 ? "" : "s"}`,
+      `${runs} runs of ${sessions} session${sessions === 1 ? "" : "s"}, ${RING} rings, ` +
+      `${INDIRECT ? "indirect tables" : "direct descriptors"}`,
   );
   if (baseline === null) console.log("(no C compiler: the C baseline is left out)");
   for (const kind of kinds) {

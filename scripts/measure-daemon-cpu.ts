@@ -16,7 +16,12 @@
  * empty-tick): the floor of any Node daemon under the same load (QEMU's TCG
  * thread busy on the other core), printed beside the daemon's figure.
  *
- *   npx tsx scripts/measure-daemon-cpu.ts [--runs 3] [--seconds 8] [--empty-tick] [--bin PATH/bin/virtio-snd.js]
+ * --warm-up N first has the daemon serve N such sessions at 10 ms periods,
+ * unmeasured (800 periods each at the default --seconds): the figures are
+ * then those of a daemon whose per-period code V8 has compiled, as one that
+ * has served guests for a while.
+ *
+ *   npx tsx scripts/measure-daemon-cpu.ts [--runs 3] [--seconds 8] [--empty-tick] [--warm-up N] [--bin PATH/bin/virtio-snd.js]
  *
  * --bin measures another build of the command (an older checkout, for a
  * before/after in one run). Needs QEMU >= 10, the native addon, cc and the
@@ -41,6 +46,7 @@ const RUNS = Number(option("runs", "3"));
 const SECONDS = Number(option("seconds", "8"));
 const bin = option("bin", BIN);
 const EMPTY_TICK = process.argv.includes("--empty-tick");
+const WARM_UP = Number(option("warm-up", "0"));
 const EMPTY_TICK_CHILD = join(REPO_DIR, "bench", "daemon-child.mjs");
 
 /** CPU per tick of an empty Node tick, `periods` of `periodMs`, started now. */
@@ -134,6 +140,33 @@ const modes = [
   { mode: "default periods", args: "" },
   { mode: "10 ms periods", args: " --period-time=10000 --buffer-time=40000" },
 ];
+/** One guest: boots, plays the file with aplay's `args`, powers off. */
+async function playOnce(args: string): Promise<Awaited<ReturnType<typeof bootGuest>>> {
+  const r = await bootGuest({
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    sharedMemory: true,
+    memory: 256,
+    devices: ["-chardev", `socket,id=vsnd,path=${socket}`, "-device", "vhost-user-snd-pci,chardev=vsnd"],
+    payload: {
+      script: `step play aplay -q -D hw:0,0${args} /payload/long.wav`,
+      files: { "long.wav": wav },
+    },
+    timeoutMs: 120_000,
+    payloadTimeoutMs: 90_000,
+  });
+  if (r.markers["play"] !== "0") throw new Error(`aplay failed: ${describeBoot(r)}\n${r.console}`);
+  return r;
+}
+
+for (let w = 1; w <= WARM_UP; w++) {
+  const from = out.length;
+  const c = cpuOf(pid);
+  await playOnce(modes[1]!.args);
+  await until(/front-end (disconnected|lost)/, from, 10_000);
+  console.log(`warm-up ${w}: ${((cpuOf(pid) - c) / SECONDS).toFixed(4)} CPU s per audio s (not counted)`);
+}
+
 for (let run = 1; run <= RUNS; run++) {
   for (const m of modes) {
     const from = out.length;
@@ -154,20 +187,7 @@ for (let run = 1; run <= RUNS; run++) {
     };
     const c = baseline === null ? null : runBaseline(baseline, periodMs, 5);
     c0 = cpuOf(pid);
-    const r = await bootGuest({
-      kernel: guest.kernel,
-      initrd: guest.initrd,
-      sharedMemory: true,
-      memory: 256,
-      devices: ["-chardev", `socket,id=vsnd,path=${socket}`, "-device", "vhost-user-snd-pci,chardev=vsnd"],
-      payload: {
-        script: `step play aplay -q -D hw:0,0${m.args} /payload/long.wav`,
-        files: { "long.wav": wav },
-      },
-      timeoutMs: 120_000,
-      payloadTimeoutMs: 90_000,
-    });
-    if (r.markers["play"] !== "0") throw new Error(`aplay failed: ${describeBoot(r)}\n${r.console}`);
+    const r = await playOnce(m.args);
     await until(/front-end (disconnected|lost)/, from, 10_000);
     const session = cpuOf(pid) - c0;
     const emptyS = empty === null ? NaN : await (empty as Promise<number>);
@@ -205,7 +225,11 @@ const med = (xs: number[], digits = 4): string => {
   const v = s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
   return `${v.toFixed(digits)} (${s[0]!.toFixed(digits)}–${s.at(-1)!.toFixed(digits)})`;
 };
-console.log(`\nnode ${[...nodeArgs, bin].join(" ")}: QEMU ${qemu.version}, TCG; medians of ${RUNS} (range)`);
+console.log(
+  `\nnode ${[...nodeArgs, bin].join(" ")}: QEMU ${qemu.version}, TCG; ` +
+    (WARM_UP > 0 ? `after ${WARM_UP} unmeasured 10 ms sessions; ` : "a daemon just started; ") +
+    `medians of ${RUNS} (range)`,
+);
 console.log(
   "| aplay periods | whole session, CPU s per audio s | set-up, CPU ms | while playing | µs per period / C baseline |" +
     (EMPTY_TICK ? " empty Node tick beside it, µs (CPU s per audio s) |" : "") +

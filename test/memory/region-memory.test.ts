@@ -505,6 +505,44 @@ describe("RegionMemory", () => {
       expect(mem.contains(0, 1)).toBe(false);
     });
 
+    it("right after an access, the window it used answers only the accesses that lie in it", () => {
+      const bytes = pattern(64, 5);
+      const mem = new RegionMemory([windowed(0x1000, bytes, 16).region]);
+      const prime = (): number => mem.readU8(0x1020); // the window [0x1020, 0x1030) serves the next access first
+      prime();
+      for (const addr of [0x1020 + 0.5, Number.NaN, Number.POSITIVE_INFINITY, -0x1020]) {
+        expectGuestMemoryError(() => mem.readU16(addr));
+        prime();
+        expectGuestMemoryError(() => mem.writeU32(addr, 1));
+        prime();
+        expect(mem.contains(addr, 2)).toBe(false);
+        prime();
+        expectGuestMemoryError(() => mem.read(addr, new Uint8Array(4), 0, 4));
+        prime();
+      }
+      for (const length of [1.5, -1, Number.NaN]) {
+        expect(mem.contains(0x1020, length)).toBe(false);
+        prime();
+        expectGuestMemoryError(() => mem.write(0x1020, new Uint8Array(4), 0, length));
+        prime();
+      }
+      expect(bytes).toEqual(pattern(64, 5));
+      // Before it, and across its end: the bytes there, not the window's.
+      expect(mem.readU8(0x101f)).toBe(bytes[0x1f]);
+      prime();
+      expect(mem.readU64(0x102c)).toBe(Number(new DataView(bytes.buffer).getBigUint64(0x2c, true)));
+      prime();
+      const out = new Uint8Array(8);
+      mem.read(0x102c, out, 0, 8);
+      expect(out).toEqual(bytes.subarray(0x2c, 0x34));
+      prime();
+      mem.writeU16(0x101f, 0xabcd);
+      expect([bytes[0x1f], bytes[0x20]]).toEqual([0xcd, 0xab]);
+      prime();
+      expect(() => mem.read(0x1020, new Uint8Array(4), 2, 4)).toThrow(RangeError);
+      expect(() => mem.write(0x1020, new Uint8Array(4), 2, 4)).toThrow(RangeError);
+    });
+
     it("refuses windows that are not a positive whole number of bytes, and overlaps as plain regions do", () => {
       for (const windowBytes of [0, -1, 1.5, Number.NaN])
         expectInvalidConfig(

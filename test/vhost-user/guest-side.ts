@@ -54,6 +54,8 @@ export interface GuestSideOptions {
   readonly ram: Uint8Array;
   readonly packed?: boolean;
   readonly eventIdx?: boolean;
+  /** Chains of more than one buffer go in an indirect table, as Linux's driver puts them (needs VIRTIO_F_INDIRECT_DESC). */
+  readonly indirect?: boolean;
   readonly queueSize?: number;
   /** Notify the device that queue `index` has new buffers. */
   readonly kick: (index: number) => void;
@@ -99,6 +101,7 @@ export class GuestSide {
         alloc: this.alloc,
         size: options.queueSize ?? 64,
         eventIdx: options.eventIdx ?? true,
+        indirect: options.indirect ?? false,
       };
       this.queues.push(options.packed ? new PackedDriverQueue(opts) : new SplitDriverQueue(opts));
     }

@@ -4,7 +4,12 @@
  * vhost-user-snd-pci sends at realize and at DRIVER_OK. Everything it opens
  * goes on the `cleanup` list it is given.
  */
-import { VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from "../../src/spec/constants.js";
+import {
+  VIRTIO_F_EVENT_IDX,
+  VIRTIO_F_INDIRECT_DESC,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+} from "../../src/spec/constants.js";
 import { decodeSndConfig } from "../../src/spec/structs.js";
 import {
   VHOST_USER_ADD_MEM_REG,
@@ -83,6 +88,8 @@ export class NativeFrontEnd {
     readonly packed = false,
     /** Guest RAM, bytes (a sparse memfd: pages cost memory once touched). */
     ramBytes = RAM,
+    /** Acks VIRTIO_F_INDIRECT_DESC and puts every chain of more than one buffer in an indirect table, as Linux does. */
+    readonly indirect = false,
   ) {
     this.fd = n.connect(path);
     cleanup.push(() => this.close());
@@ -103,6 +110,7 @@ export class NativeFrontEnd {
     this.guest = new GuestSide({
       ram: new Uint8Array(this.ram),
       packed,
+      indirect,
       kick: (i) => n.eventfdWrite(this.kickFds[i]!, 1),
       settle: () => sleep(1),
     });
@@ -185,6 +193,7 @@ export class NativeFrontEnd {
 
     let acked = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
     if (this.packed) acked |= bit(VIRTIO_F_RING_PACKED);
+    if (this.indirect) acked |= bit(VIRTIO_F_INDIRECT_DESC);
     acked |= extraFeatures;
     check((acked & ~features) === 0n, "the back-end does not offer the features a guest acks");
     this.send(VHOST_USER_SET_FEATURES, encodeU64(acked));
