@@ -17,6 +17,8 @@ import { PacedVoice, periodFrames } from "../src/audio/paced-voice.js";
 import type { PcmParams } from "../src/audio/pcm-params.js";
 import { VirtioSound } from "../src/device/virtio-sound.js";
 import { FlatMemory } from "../src/memory/flat-memory.js";
+import type { GuestMemory } from "../src/memory/guest-memory.js";
+import { RegionMemory } from "../src/memory/region-memory.js";
 import {
   PCM_RATE_HZ,
   VIRTIO_F_EVENT_IDX,
@@ -62,6 +64,11 @@ export interface RigOptions {
   queueSize?: number;
   /** TX: keep what was played (MemoryBackend retain: true), for the correctness check only. */
   retain?: boolean;
+  /**
+   * The device's view of guest memory. "flat" (default): one FlatMemory. "windowed": a
+   * RegionMemory exposing it 1 MiB at a time, as the vhost-user daemon sees a guest's RAM.
+   */
+  memory?: "flat" | "windowed";
 }
 
 export const RATE = 48_000;
@@ -155,14 +162,26 @@ export class Rig {
     const queueSize = options.queueSize ?? 64;
     const rx = direction === "rx";
     const size = periodBytes * periods + 1024 * 1024;
-    this.memory = new FlatMemory(new ArrayBuffer(size), GUEST_BASE);
+    const ram = new ArrayBuffer(size);
+    this.memory = new FlatMemory(ram, GUEST_BASE);
+    const deviceMemory: GuestMemory =
+      options.memory === "windowed"
+        ? new RegionMemory([
+            {
+              guestAddr: GUEST_BASE,
+              length: size,
+              windowBytes: 1 << 20,
+              window: (offset, length) => new Uint8Array(ram, offset, length),
+            },
+          ])
+        : this.memory;
     const alloc = new BumpAllocator(GUEST_BASE, GUEST_BASE + size).alloc;
     this.backend =
       rx && options.input === "loop"
         ? new LoopInputBackend(this.clock)
         : new MemoryBackend({ clock: this.clock, retain: options.retain ?? false });
     this.device = new VirtioSound({
-      memory: this.memory,
+      memory: deviceMemory,
       backend: this.backend,
       clock: this.clock,
       interrupt: (i) => {
