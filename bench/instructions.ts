@@ -3,7 +3,7 @@
  * a figure a shared, noisy machine does not move, for comparing two versions
  * of the code where CPU times swing by tens of percent between runs.
  *
- *   npx tsx bench/instructions.ts [--base <git ref>] [--rows split:tx:1920,packed:tx:1920] [--messages N]
+ *   npx tsx bench/instructions.ts [--base <git ref>] [--rows split:tx:1920,packed:tx:1920:windowed] [--messages N] [--tier optimized|baseline|interpreter]
  *
  * Each tree (the working tree, and with --base that commit's src/ and bench/)
  * is bundled with esbuild and runs bench/row-loop.ts under callgrind twice:
@@ -12,6 +12,13 @@
  * driver); start-up and compilation cancel out. Repeated runs agree within
  * about 0.3 %. Instructions are not time (a division costs more than an add,
  * memory stalls are not counted), so this complements `npm run bench`.
+ * A row's fourth field, "windowed", hands the device guest memory 1 MiB at a
+ * time, as the vhost-user daemon sees it. --tier holds V8 back, as
+ * bench/cold-path.ts does: "interpreter" (--no-opt --no-sparkplug
+ * --no-maglev) and "baseline" (--no-opt --no-maglev) count the path a daemon
+ * runs before V8 has optimized it; their warm-up is 1,000 messages. With
+ * --base, both trees run this tree's bench/ (the rig is the harness) on their
+ * own src/.
  */
 import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
@@ -27,10 +34,22 @@ const { values } = parseArgs({
     base: { type: "string" },
     rows: { type: "string", default: "split:tx:1920,packed:tx:1920,split:rx:1920,split:tx:65536" },
     messages: { type: "string", default: "100000" },
+    tier: { type: "string", default: "optimized" },
   },
 });
 const N = Number(values.messages);
-const WARMUP = 100_000;
+const TIER_FLAGS: Record<string, string[]> = {
+  optimized: [],
+  baseline: ["--no-opt", "--no-maglev"],
+  interpreter: ["--no-opt", "--no-sparkplug", "--no-maglev"],
+};
+if (!Object.hasOwn(TIER_FLAGS, values.tier)) {
+  console.error(`bench/instructions: --tier ${values.tier}: optimized, baseline or interpreter`);
+  process.exit(2);
+}
+const tierFlags = TIER_FLAGS[values.tier] ?? [];
+// Unoptimized tiers have no compiler to warm up; the rings and the stream still settle.
+const WARMUP = values.tier === "optimized" ? 100_000 : 1_000;
 
 if (spawnSync("valgrind", ["--version"]).status !== 0) {
   console.error("bench/instructions: valgrind is not installed (Debian: apt-get install valgrind)");
@@ -59,10 +78,12 @@ async function count(script: string, row: string[], messages: number): Promise<n
     "node",
     // No background compiler or GC threads: the same work in the same order every run.
     "--single-threaded",
+    ...tierFlags,
     script,
-    ...row,
+    ...row.slice(0, 3),
     String(messages),
     String(WARMUP),
+    row[3] ?? "flat",
   ];
   let stderr: string;
   try {
@@ -88,14 +109,8 @@ try {
   if (values.base !== undefined) {
     const dir = join(work, "base");
     cpSync(join(root, "bench"), join(dir, "bench"), { recursive: true });
-    // The base's own sources and rig, with this tree's row loop.
-    execFileSync("sh", [
-      "-c",
-      `git -C "${root}" archive "$1" src bench | tar -x -C "${dir}"`,
-      "-",
-      values.base,
-    ]);
-    cpSync(join(root, "bench/row-loop.ts"), join(dir, "bench/row-loop.ts"));
+    // The base's own sources, with this tree's harness (row loop, rig, lean rings).
+    execFileSync("sh", ["-c", `git -C "${root}" archive "$1" src | tar -x -C "${dir}"`, "-", values.base]);
     trees.push({ name: values.base, script: join(work, "base.mjs") });
     await bundle(dir, trees[0]!.script);
   }
@@ -104,7 +119,8 @@ try {
 
   const rows = values.rows.split(",").map((r) => r.split(":"));
   console.log(
-    `instructions per message (callgrind, ${2 * N} messages after ${WARMUP + N}; 48 kHz S16 stereo, 4 periods)`,
+    `instructions per message (callgrind, ${2 * N} messages after ${WARMUP + N}; 48 kHz S16 stereo, 4 periods; ` +
+      `V8 tier: ${values.tier})`,
   );
   console.log(
     [
@@ -127,7 +143,7 @@ try {
       [
         row[0]!.padEnd(6),
         row[1]!.padEnd(3),
-        row[2]!.padStart(8),
+        `${row[2]!}${row[3] === "windowed" ? " w" : ""}`.padStart(8),
         ...figures.map((f) => Math.round(f).toString().padStart(14)),
         change,
       ]

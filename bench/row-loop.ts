@@ -2,17 +2,18 @@
  * One benchmark row run for a fixed number of messages, with nothing else in
  * the process: what bench/instructions.ts counts under callgrind.
  *
- *   row-loop.ts <split|packed> <tx|rx> <period bytes> <messages> <warm-up messages>
+ *   row-loop.ts <split|packed> <tx|rx> <period bytes> <messages> <warm-up messages> [flat|windowed]
  */
 import { type Direction, Rig, type RingKind } from "./rig.js";
 
-const [ring, direction, period, messages, warmup] = process.argv.slice(2);
+const [ring, direction, period, messages, warmup, memory] = process.argv.slice(2);
 const rig = new Rig({
   ring: ring as RingKind,
   direction: direction as Direction,
   periodBytes: Number(period),
   periods: 4,
   retain: false,
+  memory: memory === "windowed" ? "windowed" : "flat",
 });
 rig.open();
 rig.run(Number(warmup));

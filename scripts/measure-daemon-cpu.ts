@@ -205,6 +205,10 @@ for (let run = 1; run <= RUNS; run++) {
       xruns: (text.match(/ xrun/g) ?? []).length,
     };
     rows.push(row);
+    // Where an xrun fell (the daemon's clock): mid-stream, or after the guest's last period
+    // and before its STOP (a guest late to stop after draining).
+    for (const line of text.split("\n"))
+      if (/stream 0 (start|stop|xrun)/.test(line) && row.xruns > 0) console.log(`  daemon: ${line}`);
     console.log(
       `run ${run}, ${row.mode}: session ${row.session.toFixed(4)} CPU s per audio s, playing ${row.playing.toFixed(4)}, ` +
         `set-up ${row.setUpMs.toFixed(1)} ms CPU; ` +
