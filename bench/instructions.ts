@@ -5,8 +5,8 @@
  *
  *   npx tsx bench/instructions.ts [--base <git ref>] [--rows split:tx:1920,packed:tx:1920:windowed] [--messages N] [--tier optimized|baseline|interpreter]
  *
- * Each tree (the working tree, and with --base that commit's src/ and bench/)
- * is bundled with esbuild and runs bench/row-loop.ts under callgrind twice:
+ * Each tree (the working tree, and with --base that commit's src/ under this
+ * tree's bench/) is bundled with esbuild and runs bench/row-loop.ts under callgrind twice:
  * with W warm-up + N and W + 3N messages. The difference over 2N messages is
  * the steady per-message cost (JIT-compiled device and the benchmark's guest
  * driver); start-up and compilation cancel out. Repeated runs agree within

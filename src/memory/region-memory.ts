@@ -32,8 +32,6 @@ export interface WindowedRegion {
 interface Window {
   start: number;
   end: number;
-  /** end - start. */
-  size: number;
   bytes: Uint8Array;
   dv: DataView;
   views: ViewCache;
@@ -55,7 +53,6 @@ function windowOver(start: number, bytes: Uint8Array, viewSlots?: number): Windo
   return {
     start,
     end: start + bytes.byteLength,
-    size: bytes.byteLength,
     bytes,
     dv: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength),
     views: new ViewCache(bytes, viewSlots),
@@ -175,7 +172,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && off + length <= w.size)
+      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && addr + length <= w.end)
         return true;
     }
     if (!isSafeUint(addr) || !isSafeUint(length) || !isSafeUint(addr + length)) return false;
@@ -202,7 +199,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && off + length <= w.size) {
+      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && addr + length <= w.end) {
         if (destOffset < 0 || destOffset + length > dest.length)
           throw new RangeError("destination too small");
         dest.set(w.views.view(off, length), destOffset);
@@ -228,7 +225,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && off + length <= w.size) {
+      if ((off | 0) === off && off >= 0 && (length | 0) === length && length > 0 && addr + length <= w.end) {
         if (srcOffset < 0 || srcOffset + length > src.length) throw new RangeError("source too small");
         copyInto(w.views.view(off, length), 0, src, srcOffset, length);
         return;
@@ -278,7 +275,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off < w.size) return w.bytes[off]!;
+      if ((off | 0) === off && off >= 0 && addr < w.end) return w.bytes[off]!;
     }
     const r = this.single(addr, 1)!;
     return r.bytes[addr - r.start]!;
@@ -287,7 +284,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 2 <= w.size) return w.dv.getUint16(off, true);
+      if ((off | 0) === off && off >= 0 && addr + 2 <= w.end) return w.dv.getUint16(off, true);
     }
     const r = this.single(addr, 2);
     if (r !== undefined) return r.dv.getUint16(addr - r.start, true);
@@ -298,7 +295,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 4 <= w.size) return w.dv.getUint32(off, true);
+      if ((off | 0) === off && off >= 0 && addr + 4 <= w.end) return w.dv.getUint32(off, true);
     }
     const r = this.single(addr, 4);
     if (r !== undefined) return r.dv.getUint32(addr - r.start, true);
@@ -309,7 +306,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 8 <= w.size) return dataViewU64(w.dv, off);
+      if ((off | 0) === off && off >= 0 && addr + 8 <= w.end) return dataViewU64(w.dv, off);
     }
     const r = this.single(addr, 8);
     if (r !== undefined) return dataViewU64(r.dv, addr - r.start);
@@ -320,7 +317,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off < w.size) {
+      if ((off | 0) === off && off >= 0 && addr < w.end) {
         w.bytes[off] = value;
         return;
       }
@@ -332,7 +329,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 2 <= w.size) return w.dv.setUint16(off, value, true);
+      if ((off | 0) === off && off >= 0 && addr + 2 <= w.end) return w.dv.setUint16(off, value, true);
     }
     const r = this.single(addr, 2);
     if (r !== undefined) return r.dv.setUint16(addr - r.start, value, true);
@@ -343,7 +340,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 4 <= w.size) return w.dv.setUint32(off, value, true);
+      if ((off | 0) === off && off >= 0 && addr + 4 <= w.end) return w.dv.setUint32(off, value, true);
     }
     const r = this.single(addr, 4);
     if (r !== undefined) return r.dv.setUint32(addr - r.start, value, true);
@@ -354,7 +351,7 @@ export class RegionMemory implements GuestMemory {
     const w = this.last;
     if (w !== null) {
       const off = addr - w.start;
-      if ((off | 0) === off && off >= 0 && off + 8 <= w.size) return setDataViewU64(w.dv, off, value);
+      if ((off | 0) === off && off >= 0 && addr + 8 <= w.end) return setDataViewU64(w.dv, off, value);
     }
     const r = this.single(addr, 8);
     if (r !== undefined) return setDataViewU64(r.dv, addr - r.start, value);
